@@ -1,0 +1,360 @@
+"""YAML -> typed, validated config.
+
+A config has the sections `source`, `target`, `model` and `train`. Every key is declared
+below with its type, default and the values it allows; `load_config` reads a file through
+`yaml.safe_load`, applies `--set dotted.key=value` overrides and validates the result, so
+that every mistake is reported before any data is read or any model built, as one
+`ConfigError` naming the file, the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from kerastl.errors import ConfigError
+
+
+
+def default_config_path() -> Path:
+    """configs/default.yaml: installed as the `kerastl.configs` package, or in the source tree."""
+    try:
+        from importlib.resources import files
+
+        path = files("kerastl.configs") / "default.yaml"
+        if path.is_file():
+            return Path(str(path))
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def _check(ok: bool, allowed: str):
+    """Declares a constraint on a field: `field(metadata=_check(...))`."""
+    return ok, allowed
+
+
+@dataclass
+class DataConfig:
+    """One domain's data (the `source` or the `target` section)."""
+
+    # A folder of class sub-folders, `tfds:NAME`, `syndigits` or `digits`.
+    dataset: str = "digits"
+    # TFDS `data_dir`; for `tfds:image_folder`, the folder `tfds.ImageFolder` reads.
+    data_dir: Optional[str] = None
+    # Fractions carved, deterministically from `seed`, from data that has no such split.
+    val_fraction: float = field(default=0.1, metadata={"range": (0.0, 0.9)})
+    test_fraction: float = field(default=0.2, metadata={"range": (0.0, 0.9)})
+    # Keep only N labelled training examples per class (the few-label case).
+    labels_per_class: Optional[int] = field(default=None, metadata={"min": 1})
+    # Number of images rendered for `syndigits`.
+    num_examples: int = field(default=6000, metadata={"min": 20})
+    # Keep decoded, resized images in memory (or in this file, if a path) after epoch 1.
+    cache: Union[bool, str] = True
+    # Keras preprocessing layers applied to training batches, e.g. {flip: horizontal}.
+    augment: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "MobileNetV2"
+    # `imagenet`, `none`, a weights file, or a previous kerastl run directory.
+    weights: str = "none"
+    # Square input side in pixels; null takes the backbone's default.
+    input_size: Optional[int] = field(default=None, metadata={"min": 16})
+    # Extra keyword arguments for the keras.applications constructor (e.g. alpha).
+    backbone_args: dict = field(default_factory=dict)
+    pooling: Literal["avg", "max"] = "avg"
+    dropout: float = field(default=0.2, metadata={"range": (0.0, 0.95)})
+    hidden: list[int] = field(default_factory=list)
+    # What the second fine-tuning phase trains in the backbone: `all`, `none`, the top N
+    # layers (an integer), or every layer from the named one upwards.
+    unfreeze: Union[int, str] = "all"
+    # BatchNormalization while the backbone is partly or fully trained: `auto` freezes it
+    # (inference mode) when fine-tuning pretrained weights and trains it from scratch.
+    bn: Literal["auto", "frozen", "train"] = "auto"
+
+
+@dataclass
+class StageConfig:
+    """One training stage: `train.pretrain` (on the source) or `train.finetune`."""
+
+    # Phase 1: epochs with the backbone frozen, only the head trains.
+    head_epochs: int = field(default=0, metadata={"min": 0})
+    # Phase 2: epochs with the backbone unfrozen as `model.unfreeze` says.
+    epochs: int = field(default=10, metadata={"min": 0})
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = field(default=1e-3, metadata={"positive": True})
+    # Phase-2 backbone learning rate = lr * backbone_lr_mult.
+    backbone_lr_mult: float = field(default=0.1, metadata={"range": (0.0, 10.0)})
+    weight_decay: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    warmup_epochs: float = field(default=0.0, metadata={"min": 0})
+    label_smoothing: float = field(default=0.0, metadata={"range": (0.0, 0.5)})
+    # Weight classes by n / (k * n_class) from the training labels.
+    class_weights: bool = False
+
+
+@dataclass
+class TrainConfig:
+    # Global batch size (summed over replicas).
+    batch_size: int = field(default=64, metadata={"min": 1})
+    pretrain: StageConfig = field(
+        default_factory=lambda: StageConfig(head_epochs=0, epochs=5)
+    )
+    finetune: StageConfig = field(
+        default_factory=lambda: StageConfig(head_epochs=5, epochs=10, lr=1e-3)
+    )
+    # Metrics reported per split: top-k accuracy besides top-1.
+    top_k: int = field(default=3, metadata={"min": 1})
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    source: Optional[DataConfig] = None
+    target: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"a list of {_type_name(inner)}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+class _Invalid(Exception):
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(key)
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+def _convert(value: Any, tp, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Invalid(key, value, "a mapping")
+        return _build(tp, value, key)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Invalid(key, value, _type_name(tp))
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except _Invalid as err:
+                if err.key != key:  # an error inside a nested mapping is the real one
+                    raise
+        raise _Invalid(key, value, _type_name(tp))
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise _Invalid(key, value, "one of " + _type_name(tp))
+        return value
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise _Invalid(key, value, _type_name(tp))
+        return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(key, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(key, value, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(key, value, "a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _Invalid(key, value, "a string")
+        return value
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise _Invalid(key, value, "a mapping")
+        return value
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _check_bounds(f: dataclasses.Field, value: Any, key: str):
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    meta = f.metadata
+    if "min" in meta and value < meta["min"]:
+        raise _Invalid(key, value, f"a value >= {meta['min']}")
+    if meta.get("positive") and not value > 0:
+        raise _Invalid(key, value, "a value > 0")
+    if "range" in meta:
+        lo, hi = meta["range"]
+        if not lo <= value <= hi:
+            raise _Invalid(key, value, f"a value between {lo} and {hi}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), list(fields), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _Invalid(key, value, f"{hint}keys here are: {', '.join(fields)}")
+        converted = _convert(value, hints[name], key)
+        _check_bounds(fields[name], converted, key)
+        kwargs[name] = converted
+    # Nested sections given partially keep their own defaults for the rest; a section
+    # whose default is a factory (e.g. train.finetune) merges over that default.
+    for name, f in fields.items():
+        if name in kwargs and dataclasses.is_dataclass(kwargs[name]):
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+                if dataclasses.is_dataclass(default):
+                    given = data[name] or {}
+                    kwargs[name] = dataclasses.replace(
+                        default,
+                        **{k: getattr(kwargs[name], k) for k in given},
+                    )
+    return cls(**kwargs)
+
+
+def _cross_checks(cfg: Config):
+    """Constraints between keys."""
+    for section in ("source", "target"):
+        data = getattr(cfg, section)
+        if data is None:
+            continue
+        if data.val_fraction + data.test_fraction >= 1.0:
+            raise _Invalid(
+                f"{section}.test_fraction",
+                data.test_fraction,
+                f"val_fraction + test_fraction < 1 (val_fraction is {data.val_fraction})",
+            )
+        if not data.dataset:
+            raise _Invalid(f"{section}.dataset", data.dataset, "a non-empty name or path")
+    for stage in ("pretrain", "finetune"):
+        st = getattr(cfg.train, stage)
+        if st.warmup_epochs > st.head_epochs + st.epochs:
+            raise _Invalid(
+                f"train.{stage}.warmup_epochs",
+                st.warmup_epochs,
+                f"at most head_epochs + epochs ({st.head_epochs + st.epochs})",
+            )
+    if cfg.train.finetune.head_epochs + cfg.train.finetune.epochs == 0:
+        raise _Invalid(
+            "train.finetune.epochs", 0, "at least one epoch of head_epochs + epochs"
+        )
+    if isinstance(cfg.model.unfreeze, int) and cfg.model.unfreeze < 0:
+        raise _Invalid("model.unfreeze", cfg.model.unfreeze, "'all', 'none', N >= 0 or a layer name")
+
+
+# --------------------------------------------------------------------------------------
+# Loading and overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(
+            f"--set {text!r}: expected dotted.key=value, e.g. --set train.batch_size=32"
+        )
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {text!r}: {key!r} is not a dotted key like train.batch_size")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"--set {text!r}: {'.'.join(parts[: i + 1])} is {child!r}, not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)  # data, never code: no python/object tags
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def config_from_dict(data: dict, origin: str = "<config>") -> Config:
+    try:
+        cfg = _build(Config, data)
+        _cross_checks(cfg)
+    except _Invalid as err:
+        raise ConfigError(
+            f"{origin}: {err.key}: {err.value!r} is not allowed; expected {err.allowed}"
+        ) from None
+    return cfg
+
+
+def load_config(path: Optional[Path] = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+    """Reads, overrides and validates a config. `path=None` reads the default config."""
+    path = Path(path) if path is not None else default_config_path()
+    data = read_yaml(path)
+    data = apply_overrides(data, list(overrides))
+    origin = str(path) + (" (with --set overrides)" if overrides else "")
+    return config_from_dict(data, origin)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,50 @@
+"""Reading image files of any mode into uint8 RGB arrays, with Pillow."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """Decodes any mode (L, P, RGBA, I;16, CMYK, ...) into an (H, W, 3) uint8 array.
+
+    Transparent pixels are composited on black, 16-bit images are scaled to 8 bits.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float64)
+            peak = 65535.0 if arr.max() > 255 else 255.0
+            arr = np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8)
+            return np.repeat(arr[..., None], 3, axis=-1)
+        if im.mode == "F":
+            arr = np.clip(np.asarray(im), 0, 255).astype(np.uint8)
+            return np.repeat(arr[..., None], 3, axis=-1)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+            im = Image.alpha_composite(background, im)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def check_image(path: str) -> str | None:
+    """None if `path` decodes completely, else the reason it does not."""
+    try:
+        arr = read_rgb(path)
+        if arr.size == 0:
+            return "empty image"
+        return None
+    except Exception as err:  # Pillow raises many types for damaged files
+        return f"{type(err).__name__}: {err}"
+
+
+def check_images(paths: list[str], workers: int = 8) -> list[str | None]:
+    """`check_image` over many files, in threads (Pillow releases the GIL to decode)."""
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(check_image, paths, chunksize=16))

@@ -1,0 +1,138 @@
+"""tf.data pipelines: decode, convert to RGB, resize, cache, shuffle, batch, augment.
+
+Images leave the pipeline as float32 RGB in [0, 255]; each backbone's own preprocessing is
+a layer inside the model, so that a saved model takes plain pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kerastl.data.domain import Split
+
+AUTOTUNE = -1
+
+
+def _decode_path(path):
+    import tensorflow as tf
+
+    from kerastl.data.images import read_rgb
+
+    image = tf.numpy_function(lambda p: read_rgb(p.decode()), [path], tf.uint8, stateful=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def to_rgb(image):
+    """uint8/float (H, W, C) with C in 1, 2, 3, 4 -> (H, W, 3)."""
+    import tensorflow as tf
+
+    channels = image.shape[-1]
+    if channels == 1:
+        return tf.image.grayscale_to_rgb(image)
+    if channels == 2:  # grey + alpha
+        return tf.image.grayscale_to_rgb(image[..., :1])
+    if channels in (3,):
+        return image
+    if channels == 4:
+        return image[..., :3]
+    return tf.cond(
+        tf.shape(image)[-1] < 3,
+        lambda: tf.tile(image[..., :1], [1, 1, 3]),
+        lambda: image[..., :3],
+    )
+
+
+def resize(image, size: int):
+    import tensorflow as tf
+
+    image = tf.cast(image, tf.float32)
+    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def examples(split: Split, size: int):
+    """Unbatched (float32 image, int32 label) pairs of one split, decoded and resized."""
+    import tensorflow as tf
+
+    if split.images is not None:
+        ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    elif split.paths is not None:
+        ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
+        ds = ds.map(lambda p, y: (_decode_path(p), y), num_parallel_calls=AUTOTUNE)
+    else:
+        ds = split.dataset
+    return ds.map(
+        lambda x, y: (resize(to_rgb(x), size), tf.cast(y, tf.int32)),
+        num_parallel_calls=AUTOTUNE,
+    )
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """n / (k * n_c): each class carries the same total weight."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1))
+    return weights.astype(np.float32)
+
+
+def build_dataset(
+    split: Split,
+    size: int,
+    batch_size: int,
+    num_classes: int,
+    *,
+    training: bool = False,
+    seed: int = 0,
+    augmenter=None,
+    cache: bool | str = True,
+    epochs: int = 1,
+    initial_epoch: int = 0,
+    weights: np.ndarray | None = None,
+):
+    """Batched (image, one-hot label[, sample weight]) dataset of one split.
+
+    For training, the order of epoch `e` depends only on (`seed`, `e`), so a run resumed at
+    epoch `e` sees the same batches as the uninterrupted run. The dataset then yields the
+    batches of epochs `initial_epoch .. epochs-1` back to back; fit it with
+    `steps_per_epoch=steps_per_epoch(split, batch_size)`.
+    """
+    import tensorflow as tf
+
+    ds = examples(split, size)
+    if cache:
+        ds = ds.cache(cache if isinstance(cache, str) else "")
+
+    def finish(batched):
+        if augmenter is not None:
+            batched = batched.map(
+                lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE
+            )
+        weight_table = tf.constant(weights) if weights is not None else None
+
+        def label(x, y):
+            onehot = tf.one_hot(y, num_classes)
+            if weight_table is None:
+                return x, onehot
+            return x, onehot, tf.gather(weight_table, y)
+
+        return batched.map(label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+    if not training:
+        return finish(ds.batch(batch_size))
+
+    n = len(split)
+
+    def epoch(e):
+        return ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False).batch(
+            batch_size, drop_remainder=n >= batch_size
+        )
+
+    epochs_ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch)
+    return finish(epochs_ds)
+
+
+def steps_per_epoch(split: Split, batch_size: int) -> int:
+    n = len(split)
+    return n // batch_size if n >= batch_size else 1

@@ -1,0 +1,125 @@
+"""`kerastl evaluate` and `kerastl predict`: use a finished run's model."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from kerastl import runs
+from kerastl.data.images import IMAGE_EXTENSIONS
+from kerastl.errors import DataError, KerastlError
+
+
+def load_run_model(run: Path):
+    import keras
+
+    # safe_mode: a .keras file cannot run code of its own (no lambda deserialization).
+    return keras.saving.load_model(run / runs.MODEL, compile=False, safe_mode=True)
+
+
+def input_size(model) -> int:
+    return int(model.input_shape[1])
+
+
+def evaluate_run(run_path: str, data: str | None = None, split: str = "test", top_k: int | None = None) -> dict:
+    """Full report (accuracy, top-k, per-class P/R/F1, confusion matrix) on a split.
+
+    Args:
+        run_path: run directory.
+        data: dataset to evaluate on (as in the config's `dataset` key); default the run's
+            target dataset.
+        split: train, val or test.
+    """
+    from kerastl.config import load_config
+    from kerastl.data.domain import load_domain
+    from kerastl.data.pipeline import build_dataset
+    from kerastl.evaluation.metrics import full_report, predict_split
+
+    run = runs.require_run(run_path, need=(runs.MODEL, runs.CONFIG, runs.LABELS))
+    cfg = load_config(run / runs.CONFIG)
+    labels = runs.read_labels(run)
+    data_cfg = cfg.target
+    if data:
+        data_cfg = dataclasses.replace(data_cfg, dataset=data, labels_per_class=None)
+    domain = load_domain(data_cfg, cfg.seed, "--data" if data else "target")
+    if domain.class_names != labels:
+        raise DataError(
+            f"--data {domain.name}: its classes {domain.class_names[:10]} differ from the "
+            f"run's labels.txt {labels[:10]}"
+        )
+    if split not in domain.splits:
+        raise DataError(f"--split {split}: {domain.name} has no such split (has: {', '.join(domain.splits)})")
+    model = load_run_model(run)
+    ds = build_dataset(domain.splits[split], input_size(model), cfg.train.batch_size,
+                       len(labels), cache=False)
+    probs, y = predict_split(model, ds)
+    report = full_report(probs, y, labels, top_k or cfg.train.top_k)
+    report["data"] = domain.name
+    report["split"] = split
+    out = run / "evaluation.json"
+    existing = {}
+    if out.exists():
+        import json
+
+        try:
+            existing = json.loads(out.read_text())
+        except ValueError:
+            existing = {}
+    existing[f"{domain.name}:{split}"] = report
+    runs.write_json(out, existing)
+    return report
+
+
+def collect_images(paths: tuple[str, ...] | list[str]) -> list[str]:
+    files = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(
+                str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise KerastlError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            files += found
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise KerastlError(f"{p}: no such image file or folder")
+    return files
+
+
+def predict_images(run_path: str, images: list[str], top_k: int = 3, batch_size: int = 32) -> list[dict]:
+    """Top-k labels with probabilities for each image file.
+
+    Files that cannot be decoded get an `error` entry instead of predictions.
+    """
+    import tensorflow as tf
+
+    from kerastl.data.images import read_rgb
+    from kerastl.data.pipeline import resize
+
+    run = runs.require_run(run_path, need=(runs.MODEL, runs.LABELS))
+    labels = runs.read_labels(run)
+    model = load_run_model(run)
+    size = input_size(model)
+    k = min(top_k, len(labels))
+    results: list[dict] = []
+    decoded, order = [], []
+    for path in collect_images(images):
+        try:
+            decoded.append(resize(tf.constant(read_rgb(path)), size).numpy())
+            order.append(len(results))
+            results.append({"image": path})
+        except Exception as err:
+            results.append({"image": path, "error": f"{type(err).__name__}: {err}"})
+    for start in range(0, len(decoded), batch_size):
+        batch = np.stack(decoded[start : start + batch_size])
+        probs = np.asarray(model(batch, training=False))
+        for row, idx in zip(probs, order[start : start + batch_size]):
+            top = np.argsort(-row)[:k]
+            results[idx]["predictions"] = [
+                {"label": labels[i], "probability": float(row[i])} for i in top
+            ]
+    return results

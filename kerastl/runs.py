@@ -1,0 +1,104 @@
+"""Run directories: where a run's config, model, metrics and checkpoints live.
+
+    saved_models/<name>-<YYYYmmdd-HHMMSS>/
+      config.yaml        the fully resolved config (repeat the run with it)
+      model.keras        the trained classifier (plain Keras layers, safe_mode loadable)
+      labels.txt         class names, one per line, in output order
+      metrics.json       per split (source_val, target_val, target_test): accuracy, loss, ...
+      history.csv        one row per epoch of every stage and phase
+      skipped_files.txt  images that could not be decoded and were left out
+      logs/              TensorBoard logs
+      checkpoint/        last completed epoch (weights, optimizer state, progress), for --resume
+
+Every file is written to a temporary name and renamed into place, so a crash while saving
+never leaves a half-written file where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from kerastl.errors import KerastlError
+
+CONFIG = "config.yaml"
+MODEL = "model.keras"
+LABELS = "labels.txt"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+SKIPPED = "skipped_files.txt"
+CHECKPOINT = "checkpoint"
+
+
+def atomic_write(path: Path, data: str | bytes):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(path: Path, save_fn):
+    """Calls `save_fn(tmp_path)` and renames the result onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the suffix: Keras decides the format from it.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{''.join(path.suffixes)}")
+    try:
+        save_fn(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, obj):
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def new_run_dir(name: str, out: str | None) -> Path:
+    if out:
+        path = Path(out)
+        if path.exists() and any(path.iterdir()):
+            raise KerastlError(
+                f"--out {out}: the folder exists and is not empty; choose a new folder "
+                "(or continue that run with --resume)"
+            )
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path("saved_models") / f"{name}-{stamp}"
+        i = 1
+        while path.exists():
+            path = Path("saved_models") / f"{name}-{stamp}-{i}"
+            i += 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def require_run(path: str | Path, need=(MODEL,)) -> Path:
+    run = Path(path)
+    if not run.is_dir():
+        raise KerastlError(f"{path}: no such run directory")
+    for name in need:
+        if not (run / name).exists():
+            raise KerastlError(
+                f"{path}: not a finished kerastl run ({name} is missing); "
+                "runs are made by `kerastl train`"
+            )
+    return run
+
+
+def read_labels(run: Path) -> list[str]:
+    return [line for line in (run / LABELS).read_text().splitlines() if line]

@@ -1,0 +1,371 @@
+"""Pretrain on the source, fine-tune on the target, evaluate: the `kerastl train` job.
+
+A run is a list of phases, each one `model.fit` call:
+
+    pretrain/head, pretrain/full   (only when `source` is given)
+    finetune/head, finetune/full
+
+`head` trains the new head with the backbone frozen; `full` unfreezes the backbone as
+`model.unfreeze` says, with the backbone's learning rate scaled by `backbone_lr_mult`.
+Each phase has fresh optimizers and its own warmup + cosine schedule. After every epoch
+the checkpoint (classifier weights, optimizer state, progress, history) is replaced
+atomically, so `--resume` continues from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kerastl import runs
+from kerastl.config import Config, dump_config, load_config
+from kerastl.errors import DataError, KerastlError
+
+log = logging.getLogger("kerastl")
+
+
+@dataclass
+class Phase:
+    stage: str  # pretrain | finetune
+    name: str  # head | full
+    epochs: int
+    policy: object  # "frozen" or model.unfreeze
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}/{self.name}"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    history: list = field(default_factory=list)
+
+
+def plan_phases(cfg: Config) -> list[Phase]:
+    phases = []
+    stages = ([("pretrain", cfg.train.pretrain)] if cfg.source is not None else []) + [
+        ("finetune", cfg.train.finetune)
+    ]
+    for stage, st in stages:
+        if st.head_epochs:
+            phases.append(Phase(stage, "head", st.head_epochs, "frozen"))
+        if st.epochs:
+            phases.append(Phase(stage, "full", st.epochs, cfg.model.unfreeze))
+    return phases
+
+
+def resolve_bn(cfg: Config) -> str:
+    if cfg.model.bn != "auto":
+        return cfg.model.bn
+    # From scratch, BN must learn its statistics; pretrained weights keep theirs.
+    return "train" if cfg.model.weights.lower() == "none" else "frozen"
+
+
+def make_schedule(lr: float, steps: int, warmup_steps: int):
+    import keras
+
+    steps = max(steps, 1)
+    warmup_steps = min(warmup_steps, steps - 1) if steps > 1 else 0
+    if warmup_steps > 0:
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=steps - warmup_steps,
+            warmup_target=lr,
+            warmup_steps=warmup_steps,
+        )
+    return keras.optimizers.schedules.CosineDecay(initial_learning_rate=lr, decay_steps=steps)
+
+
+def make_optimizer(st, lr_schedule):
+    import keras
+
+    wd = st.weight_decay or None
+    if st.optimizer == "sgd":
+        return keras.optimizers.SGD(lr_schedule, momentum=0.9, nesterov=True, weight_decay=wd)
+    if st.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr_schedule, weight_decay=st.weight_decay or 0.004)
+    return keras.optimizers.Adam(lr_schedule, weight_decay=wd)
+
+
+class _Checkpoint:
+    """Saves weights, optimizer state and progress at the end of every epoch."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir / runs.CHECKPOINT
+        self.state_path = self.dir / "state.json"
+
+    def load_state(self) -> dict | None:
+        if not self.state_path.exists():
+            return None
+        return json.loads(self.state_path.read_text())
+
+    def save(self, classifier, transfer_model, state: dict):
+        tag = f"{state['phase']}-{state['epoch']}".replace("/", "_")
+        weights = self.dir / f"weights-{tag}.weights.h5"
+        optim = self.dir / f"optimizer-{tag}.npz"
+        runs.atomic_save(weights, classifier.save_weights)
+        values = [v.numpy() for o in transfer_model.optimizers() for v in o.variables]
+        runs.atomic_save(optim, lambda p: np.savez(p, *values))
+        old = self.load_state()
+        state = dict(state, weights=weights.name, optimizer=optim.name)
+        runs.write_json(self.state_path, state)  # the commit point
+        if old:
+            for name in (old.get("weights"), old.get("optimizer")):
+                if name and name not in (weights.name, optim.name):
+                    (self.dir / name).unlink(missing_ok=True)
+
+    def restore_weights(self, classifier, state: dict):
+        classifier.load_weights(self.dir / state["weights"])
+
+    def restore_optimizers(self, transfer_model, state: dict):
+        with np.load(self.dir / state["optimizer"]) as f:
+            values = [f[f"arr_{i}"] for i in range(len(f.files))]
+        variables = [v for o in transfer_model.optimizers() for v in o.variables]
+        if len(values) != len(variables):
+            raise KerastlError(
+                f"{self.dir}: the checkpoint's optimizer state does not fit this run "
+                f"({len(values)} values for {len(variables)} variables)"
+            )
+        for var, value in zip(variables, values):
+            var.assign(value)
+
+
+def _epoch_callback(on_end):
+    import keras
+
+    class _EpochEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            on_end(epoch, dict(logs or {}))
+
+    return _EpochEnd()
+
+
+def _check_classes(source, target):
+    if source.class_names != target.class_names:
+        s, t = source.class_names, target.class_names
+        raise DataError(
+            f"source and target classes differ: source.dataset {source.name!r} has "
+            f"{s[:12]}{'...' if len(s) > 12 else ''}, target.dataset {target.name!r} has "
+            f"{t[:12]}{'...' if len(t) > 12 else ''}; transfer needs the same class names "
+            f"(only in source: {sorted(set(s) - set(t))[:10]}, only in target: "
+            f"{sorted(set(t) - set(s))[:10]})"
+        )
+
+
+def _verbosity(quiet: bool) -> int:
+    if quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _history_csv(rows: list[dict]) -> str:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def evaluate_splits(classifier, domains: dict, size: int, batch_size: int, top_k: int) -> dict:
+    """metrics.json content: {source_val, target_val, target_test} -> summary metrics."""
+    from kerastl.data.pipeline import build_dataset
+    from kerastl.evaluation.metrics import predict_split, summary_metrics
+
+    out = {}
+    for name, (domain, split_name) in domains.items():
+        split = domain.splits.get(split_name)
+        if split is None or len(split) == 0:
+            continue
+        ds = build_dataset(split, size, batch_size, domain.num_classes, cache=False)
+        probs, labels = predict_split(classifier, ds)
+        out[name] = summary_metrics(probs, labels, top_k)
+    return out
+
+
+def train(
+    cfg: Config | None = None,
+    *,
+    out: str | None = None,
+    resume: str | None = None,
+    quiet: bool = False,
+    echo=print,
+) -> RunResult:
+    """Runs a whole training job and returns its run directory and metrics.
+
+    Args:
+        cfg: validated config; ignored with `resume`, which reads the run's own config.
+        out: run directory to create (default saved_models/<name>-<timestamp>).
+        resume: an interrupted run directory to continue from its last finished epoch.
+        quiet: no progress bars.
+        echo: where the one-screen summary goes.
+    """
+    import keras
+
+    from kerastl.data.augment import build_augmenter
+    from kerastl.data.domain import load_domain
+    from kerastl.data.pipeline import build_dataset, class_weights, steps_per_epoch
+    from kerastl.models.factory import build_classifier, set_trainable, validate_unfreeze
+    from kerastl.training.transfer_model import TransferModel
+
+    if resume:
+        run_dir = runs.require_run(resume, need=(runs.CONFIG,))
+        cfg = load_config(run_dir / runs.CONFIG)
+    else:
+        assert cfg is not None
+        run_dir = runs.new_run_dir(cfg.name, out)
+        runs.atomic_write(run_dir / runs.CONFIG, dump_config(cfg))
+    checkpoint = _Checkpoint(run_dir)
+    state = checkpoint.load_state() if resume else None
+    if resume and state is None:
+        log.info("no checkpoint in %s: starting it from the beginning", run_dir)
+
+    keras.utils.set_random_seed(cfg.seed)
+    started = time.time()
+
+    # === Data ===
+    target = load_domain(cfg.target, cfg.seed, "target")
+    source = load_domain(cfg.source, cfg.seed, "source") if cfg.source is not None else None
+    if source is not None:
+        _check_classes(source, target)
+    skipped = (source.skipped if source else []) + target.skipped
+    runs.atomic_write(run_dir / runs.SKIPPED, "".join(f"{p}\t{r}\n" for p, r in skipped))
+    if skipped:
+        log.warning("%d image file(s) could not be decoded and were left out; see %s",
+                    len(skipped), run_dir / runs.SKIPPED)
+    runs.atomic_write(run_dir / runs.LABELS, "\n".join(target.class_names) + "\n")
+
+    # === Model ===
+    classifier, spec, size = build_classifier(cfg.model, target.num_classes)
+    validate_unfreeze(classifier, cfg.model.unfreeze)
+    bn = resolve_bn(cfg)
+    phases = plan_phases(cfg)
+    history: list[dict] = list(state["history"]) if state else []
+    done = set(state["done"]) if state else set()
+    if state:
+        checkpoint.restore_weights(classifier, state)
+
+    domains = {"source": source, "target": target}
+    batch = cfg.train.batch_size
+    for index, phase in enumerate(phases):
+        if phase.key in done:
+            continue
+        domain = domains["source" if phase.stage == "pretrain" else "target"]
+        data_cfg = cfg.source if phase.stage == "pretrain" else cfg.target
+        st = getattr(cfg.train, phase.stage)
+        train_split = domain.splits["train"]
+        val_split = domain.splits.get("val")
+        steps = steps_per_epoch(train_split, batch)
+        # A phase's BN policy: frozen backbone -> inference BN, else as resolved.
+        set_trainable(classifier, phase.policy, bn)
+        weights = class_weights(train_split.labels, domain.num_classes) if st.class_weights else None
+
+        in_progress = state is not None and state.get("phase") == phase.key
+        initial_epoch = state["epoch"] + 1 if in_progress else 0
+        seed = cfg.seed * 31 + index
+        train_ds = build_dataset(
+            train_split, size, batch, domain.num_classes, training=True, seed=seed,
+            augmenter=build_augmenter(data_cfg.augment, seed, "source" if phase.stage == "pretrain" else "target"),
+            cache=data_cfg.cache, epochs=phase.epochs, initial_epoch=initial_epoch,
+            weights=weights,
+        )
+        val_ds = (
+            build_dataset(val_split, size, batch, domain.num_classes, cache=data_cfg.cache)
+            if val_split is not None and len(val_split)
+            else None
+        )
+
+        total = steps * phase.epochs
+        warmup = int(round(st.warmup_epochs * steps))
+        lr = st.lr
+        model = TransferModel(classifier)
+        head_opt = make_optimizer(st, make_schedule(lr, total, warmup))
+        bb_opt = None
+        if phase.name == "full" and st.backbone_lr_mult != 1.0:
+            bb_opt = make_optimizer(st, make_schedule(lr * st.backbone_lr_mult, total, warmup))
+        model.compile(
+            optimizer=head_opt,
+            backbone_optimizer=bb_opt,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=st.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+        if in_progress:
+            checkpoint.restore_optimizers(model, state)
+
+        def on_epoch_end(epoch, logs, phase=phase, model=model):
+            row = {"stage": phase.stage, "phase": phase.name, "epoch": epoch + 1}
+            row.update({k: float(v) for k, v in logs.items()})
+            history.append(row)
+            runs.atomic_write(run_dir / runs.HISTORY, _history_csv(history))
+            finished = epoch + 1 == phase.epochs
+            checkpoint.save(classifier, model, {
+                "phase": phase.key, "epoch": epoch,
+                "done": sorted(done | ({phase.key} if finished else set())),
+                "history": history,
+            })
+
+        if initial_epoch < phase.epochs:
+            if not quiet:
+                trainable = sum(int(np.prod(v.shape)) for v in classifier.trainable_variables)
+                echo(f"== {phase.key}: {phase.epochs} epoch(s) on {domain.name} "
+                     f"({len(train_split)} images), {trainable:,} trainable parameters"
+                     + (f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""))
+            model.fit(
+                train_ds,
+                epochs=phase.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps,
+                validation_data=val_ds,
+                verbose=_verbosity(quiet),
+                callbacks=[
+                    _epoch_callback(on_epoch_end),
+                    keras.callbacks.TensorBoard(str(run_dir / "logs" / phase.key.replace("/", "_"))),
+                    keras.callbacks.TerminateOnNaN(),
+                ],
+            )
+            if any(not np.isfinite(v) for v in history[-1].values() if isinstance(v, float)):
+                raise KerastlError(
+                    f"training diverged in {phase.key} (a loss became NaN or infinite); "
+                    f"lower train.{phase.stage}.lr (now {lr})"
+                )
+        done.add(phase.key)
+        state = None
+
+    # === Evaluate and save ===
+    eval_domains = {"target_val": (target, "val"), "target_test": (target, "test")}
+    if source is not None:
+        eval_domains = {"source_val": (source, "val"), **eval_domains}
+    metrics = evaluate_splits(classifier, eval_domains, size, batch, cfg.train.top_k)
+    runs.atomic_save(run_dir / runs.MODEL, classifier.save)
+    runs.write_json(run_dir / runs.METRICS, metrics)
+
+    elapsed = time.time() - started
+    # The summary shows even with --quiet, which only silences progress bars.
+    lines = [
+        "",
+        f"kerastl run {run_dir}",
+        f"  model    {spec.name} at {size}x{size}, weights={cfg.model.weights}, "
+        f"{target.num_classes} classes",
+        f"  trained  " + (f"pretrain on {source.name} ({len(source.splits['train'])} images), " if source else "")
+        + f"finetune on {target.name} ({len(target.splits['train'])} images)",
+        f"  time     {elapsed:.0f} s",
+    ]
+    for split, m in metrics.items():
+        lines.append(f"  {split:<12} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  (n={m['num_examples']})")
+    if skipped:
+        lines.append(f"  skipped  {len(skipped)} undecodable file(s): {run_dir / runs.SKIPPED}")
+    lines.append(f"  saved    {run_dir / runs.MODEL}, {runs.METRICS}, {runs.HISTORY}, logs/")
+    echo("\n".join(lines))
+    return RunResult(run_dir=run_dir, metrics=metrics, history=history)
