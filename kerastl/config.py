@@ -80,6 +80,10 @@ class ModelConfig:
     # BatchNormalization while the backbone is partly or fully trained: `auto` freezes it
     # (inference mode) when fine-tuning pretrained weights and trains it from scratch.
     bn: Literal["auto", "frozen", "train"] = "auto"
+    # Momentum of the backbone's BatchNormalization moving averages; null keeps the
+    # backbone's own (0.999 for MobileNetV3 / EfficientNet), which is too slow to settle in
+    # a short training from scratch.
+    bn_momentum: Optional[float] = field(default=None, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass
@@ -106,7 +110,8 @@ class TrainConfig:
     # Global batch size (summed over replicas).
     batch_size: int = field(default=64, metadata={"min": 1})
     pretrain: StageConfig = field(
-        default_factory=lambda: StageConfig(head_epochs=0, epochs=5)
+        # From scratch on the source, the backbone learns at the head's rate.
+        default_factory=lambda: StageConfig(head_epochs=0, epochs=5, backbone_lr_mult=1.0)
     )
     finetune: StageConfig = field(
         default_factory=lambda: StageConfig(head_epochs=5, epochs=10, lr=1e-3)

@@ -122,14 +122,18 @@ def build_dataset(
     if not training:
         return finish(ds.batch(batch_size))
 
-    n = len(split)
+    n = int(len(split))
+    drop = bool(n >= batch_size)
 
-    def epoch(e):
-        return ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False).batch(
-            batch_size, drop_remainder=n >= batch_size
-        )
+    def epoch(e: int):
+        shuffled = ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False)
+        return shuffled.batch(batch_size, drop_remainder=drop)
 
-    epochs_ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch)
+    # One dataset per epoch with its own Python-int seed (shuffle takes no tensor seed),
+    # chained; all of them read the one cache above.
+    epochs_ds = epoch(initial_epoch)
+    for e in range(initial_epoch + 1, epochs):
+        epochs_ds = epochs_ds.concatenate(epoch(e))
     return finish(epochs_ds)
 
 

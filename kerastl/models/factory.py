@@ -86,6 +86,12 @@ def build_backbone(cfg, spec: BackboneSpec, size: int):
         raise
     if from_run is not None:
         load_backbone_from_run(backbone, from_run, spec)
+    if cfg.bn_momentum is not None:
+        import keras
+
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = cfg.bn_momentum
     return backbone
 
 

@@ -64,11 +64,15 @@ def plan_phases(cfg: Config) -> list[Phase]:
     return phases
 
 
-def resolve_bn(cfg: Config) -> str:
+def resolve_bn(cfg: Config, stage: str) -> str:
+    """BatchNormalization policy of a stage's unfrozen phase (see ModelConfig.bn)."""
     if cfg.model.bn != "auto":
         return cfg.model.bn
-    # From scratch, BN must learn its statistics; pretrained weights keep theirs.
-    return "train" if cfg.model.weights.lower() == "none" else "frozen"
+    # From scratch, BN must learn its statistics; a pretrained backbone keeps its own.
+    pretrained = cfg.model.weights.lower() != "none" or (
+        stage == "finetune" and cfg.source is not None
+    )
+    return "frozen" if pretrained else "train"
 
 
 def make_schedule(lr: float, steps: int, warmup_steps: int):
@@ -250,7 +254,6 @@ def train(
     # === Model ===
     classifier, spec, size = build_classifier(cfg.model, target.num_classes)
     validate_unfreeze(classifier, cfg.model.unfreeze)
-    bn = resolve_bn(cfg)
     phases = plan_phases(cfg)
     history: list[dict] = list(state["history"]) if state else []
     done = set(state["done"]) if state else set()
@@ -269,7 +272,7 @@ def train(
         val_split = domain.splits.get("val")
         steps = steps_per_epoch(train_split, batch)
         # A phase's BN policy: frozen backbone -> inference BN, else as resolved.
-        set_trainable(classifier, phase.policy, bn)
+        set_trainable(classifier, phase.policy, resolve_bn(cfg, phase.stage))
         weights = class_weights(train_split.labels, domain.num_classes) if st.class_weights else None
 
         in_progress = state is not None and state.get("phase") == phase.key
