@@ -13,7 +13,7 @@ import click
 from kerastl.errors import KerastlError
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise to a CLI user.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _user_errors(fn):

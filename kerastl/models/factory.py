@@ -2,7 +2,7 @@
 
     image (H, W, 3) float in [0, 255]
       -> preprocessing (the family's preprocess_input, as built-in layers)
-      -> backbone (nested model named "backbone", include_top=False)
+      -> backbone (the keras.applications model, include_top=False, nested as one layer)
       -> global pooling -> dropout -> [hidden Dense -> dropout]... -> Dense softmax
 
 The classifier is a plain functional model of built-in layers: `model.keras` loads with
@@ -16,9 +16,6 @@ from pathlib import Path
 
 from kerastl.errors import ModelError
 from kerastl.models.backbones import BackboneSpec, get_backbone_spec, preprocessing_layers
-
-BACKBONE = "backbone"
-
 
 def resolve_input_size(cfg, spec: BackboneSpec) -> int:
     size = cfg.input_size or spec.default_size
@@ -51,7 +48,8 @@ def build_backbone(cfg, spec: BackboneSpec, size: int):
     """The backbone with `cfg.weights` loaded (imagenet / none / file / kerastl run)."""
     weights = cfg.weights
     ctor = spec.constructor()
-    kwargs = dict(include_top=False, input_shape=(size, size, 3), name=BACKBONE)
+    # No `name=`: EfficientNetV2 looks its block layout up by the model name.
+    kwargs = dict(include_top=False, input_shape=(size, size, 3))
     kwargs.update(cfg.backbone_args)
     from_run = None
     if weights.lower() == "none":
@@ -108,7 +106,7 @@ def load_backbone_from_run(backbone, run_dir: str, spec: BackboneSpec):
         )
     old = keras.saving.load_model(Path(run_dir) / "model.keras", compile=False, safe_mode=True)
     try:
-        backbone.set_weights(old.get_layer(BACKBONE).get_weights())
+        backbone.set_weights(get_backbone(old).get_weights())
     except ValueError as err:
         raise ModelError(
             f"model.weights: the backbone of run {run_dir} does not fit this one "
@@ -147,7 +145,13 @@ def build_classifier(cfg, num_classes: int):
 
 
 def get_backbone(model):
-    return model.get_layer(BACKBONE)
+    """The backbone: the one nested model inside a kerastl classifier."""
+    import keras
+
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ModelError(f"{model.name} is not a kerastl classifier (no single nested backbone model)")
+    return nested[0]
 
 
 def set_trainable(model, policy, bn: str):

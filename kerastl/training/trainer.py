@@ -331,6 +331,7 @@ def train(
                 initial_epoch=initial_epoch,
                 steps_per_epoch=steps,
                 validation_data=val_ds,
+                shuffle=False,  # the dataset shuffles per epoch itself (see build_dataset)
                 verbose=_verbosity(quiet),
                 callbacks=[
                     _epoch_callback(on_epoch_end),

@@ -1,0 +1,94 @@
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from kerastl.cli import main
+from kerastl.config import config_from_dict, load_config
+from kerastl.errors import ConfigError
+
+from conftest import TINY, write_config
+
+
+def test_default_config_loads_and_has_both_domains():
+    cfg = load_config(None)
+    assert cfg.source.dataset == "syndigits"
+    assert cfg.target.dataset == "digits"
+    assert cfg.target.labels_per_class == 10
+    assert cfg.model.weights == "none"
+
+
+def test_partial_section_keeps_defaults():
+    cfg = config_from_dict({"train": {"finetune": {"lr": 0.5}}})
+    assert cfg.train.finetune.lr == 0.5
+    assert cfg.train.finetune.head_epochs == 5  # the section default, not the field default
+    assert cfg.train.pretrain.backbone_lr_mult == 1.0
+
+
+@pytest.mark.parametrize(
+    "data, key, words",
+    [
+        ({"train": {"batchsize": 3}}, "train.batchsize", "did you mean 'batch_size'"),
+        ({"train": {"batch_size": "big"}}, "train.batch_size", "an integer"),
+        ({"train": {"batch_size": 0}}, "train.batch_size", ">= 1"),
+        ({"train": {"finetune": {"lr": -1}}}, "train.finetune.lr", "> 0"),
+        ({"model": {"pooling": "sum"}}, "model.pooling", "'avg' | 'max'"),
+        ({"target": {"val_fraction": 0.6, "test_fraction": 0.5}}, "target.test_fraction", "< 1"),
+        ({"model": {"hidden": [64, "x"]}}, "model.hidden[1]", "an integer"),
+        ({"source": 3}, "source", "mapping"),
+    ],
+)
+def test_bad_values_name_file_key_value_and_what_is_allowed(tmp_path, data, key, words):
+    path = write_config(tmp_path / "bad.yaml", data)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and key in msg and words in msg
+
+
+def test_set_overrides_any_key_and_drops_source():
+    cfg = load_config(None, ["train.batch_size=8", "model.hidden=[32, 16]", "source=null"])
+    assert cfg.train.batch_size == 8
+    assert cfg.model.hidden == [32, 16]
+    assert cfg.source is None
+
+
+def test_set_with_bad_value_names_the_override():
+    with pytest.raises(ConfigError, match="with --set overrides.*train.batch_size"):
+        load_config(None, ["train.batch_size=abc"])
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        load_config(None, ["train.batch_size"])
+
+
+def test_yaml_is_data_not_code(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_cli_config_error_exit_2_without_traceback(tmp_path):
+    path = write_config(tmp_path / "bad.yaml", {"model": {"dropout": 2}})
+    result = CliRunner().invoke(main, ["train", path])
+    assert result.exit_code == 2
+    assert "model.dropout" in result.output and "between 0.0 and 0.95" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_dataset_folder_fails_before_training(tmp_path):
+    path = write_config(tmp_path / "c.yaml", dict(TINY, source=None, target={"dataset": str(tmp_path / "nope")}))
+    result = CliRunner().invoke(main, ["train", path, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "target.dataset" in result.output and "is not a folder" in result.output
+
+
+def test_unknown_backbone_lists_known_ones(tmp_path):
+    path = write_config(tmp_path / "c.yaml", dict(TINY, model={"backbone": "MobileNetV9"}))
+    result = CliRunner().invoke(main, ["train", path, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "unknown backbone 'MobileNetV9'" in result.output and "EfficientNetB0" in result.output
+
+
+def test_resolved_config_round_trips():
+    cfg = config_from_dict(TINY)
+    again = config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
+    assert again == cfg

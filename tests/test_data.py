@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from kerastl.config import DataConfig
+from kerastl.data.builtin import load_sklearn_digits, render_syndigits
+from kerastl.data.domain import load_domain
+from kerastl.data.images import read_rgb
+from kerastl.data.pipeline import build_dataset
+from kerastl.errors import DataError
+
+from conftest import make_image_folder
+
+
+def test_syndigits_is_deterministic_and_labelled():
+    a, ya = render_syndigits(40, seed=3)
+    b, yb = render_syndigits(40, seed=3)
+    c, _ = render_syndigits(40, seed=4)
+    assert a.shape == (40, 32, 32, 1) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ya, yb)
+    assert not np.array_equal(a, c)
+    assert set(ya) <= set(range(10)) and a.max() > 100  # something was drawn
+
+
+def test_builtin_splits_are_disjoint_and_few_label_subset_is_exact():
+    d = load_domain(DataConfig(dataset="digits", labels_per_class=7), seed=0, origin="target")
+    assert d.class_names == [str(i) for i in range(10)]
+    assert np.bincount(d.splits["train"].labels).tolist() == [7] * 10
+    total = sum(len(s) for s in d.splits.values())
+    assert len(d.splits["test"]) > 300 and total < 1797
+    again = load_domain(DataConfig(dataset="digits", labels_per_class=7), seed=0, origin="target")
+    np.testing.assert_array_equal(d.splits["train"].images, again.splits["train"].images)
+
+
+def test_labels_per_class_more_than_available_is_a_clear_error():
+    with pytest.raises(DataError, match="target.labels_per_class: 500 is more than class"):
+        load_domain(DataConfig(dataset="digits", labels_per_class=500), seed=0, origin="target")
+
+
+def _save(path, mode):
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        Image.fromarray((rng.integers(0, 65535, (20, 30))).astype(np.uint16)).save(path)
+        return
+    rgb = Image.fromarray(rng.integers(0, 255, (20, 30, 3)).astype(np.uint8))
+    if mode == "P":
+        rgb.convert("P", palette=Image.ADAPTIVE).save(path)
+    else:
+        rgb.convert(mode).save(path)
+
+
+@pytest.mark.parametrize(
+    "mode, ext", [("L", "png"), ("P", "png"), ("RGBA", "png"), ("I;16", "png"), ("CMYK", "jpg"),
+                  ("RGB", "jpg"), ("LA", "png"), ("RGB", "bmp"), ("RGB", "gif")]
+)
+def test_every_image_mode_becomes_rgb_uint8(tmp_path, mode, ext):
+    path = tmp_path / f"img.{ext}"
+    _save(path, mode)
+    arr = read_rgb(str(path))
+    assert arr.shape == (20, 30, 3) and arr.dtype == np.uint8
+    assert arr.max() > 0
+
+
+def test_bad_files_are_skipped_counted_and_listed(tmp_path):
+    root = make_image_folder(tmp_path / "data", per_class=8)
+    (root / "cat" / "broken.jpg").write_bytes(b"not an image at all")
+    good = (root / "dog" / "dog_0.png").read_bytes()
+    (root / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
+    d = load_domain(DataConfig(dataset=str(root), val_fraction=0.25, test_fraction=0.25), 0, "target")
+    skipped = sorted(p.rsplit("/", 1)[-1] for p, _ in d.skipped)
+    assert skipped == ["broken.jpg", "truncated.png"]
+    assert sum(len(s) for s in d.splits.values()) == 16
+    ds = build_dataset(d.splits["train"], 16, 4, 2, training=True, epochs=2)
+    batches = list(ds)
+    assert len(batches) > 0 and batches[0][0].shape[1:] == (16, 16, 3)
+
+
+def test_split_folders_on_disk_and_val_carved_from_train(tmp_path):
+    make_image_folder(tmp_path / "d" / "train", per_class=10)
+    make_image_folder(tmp_path / "d" / "test", per_class=3, seed=1)
+    d = load_domain(DataConfig(dataset=str(tmp_path / "d"), val_fraction=0.2), 0, "target")
+    assert len(d.splits["test"]) == 6 and len(d.splits["val"]) == 4 and len(d.splits["train"]) == 16
+
+
+def test_empty_class_folder_is_an_error(tmp_path):
+    root = make_image_folder(tmp_path / "d")
+    (root / "empty").mkdir()
+    with pytest.raises(DataError, match="class folder .*empty has no images"):
+        load_domain(DataConfig(dataset=str(root)), 0, "source")
+
+
+def test_single_class_is_an_error(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes=("only",))
+    with pytest.raises(DataError, match="at least 2 classes"):
+        load_domain(DataConfig(dataset=str(root)), 0, "target")
+
+
+def test_split_folders_with_different_classes_is_an_error(tmp_path):
+    make_image_folder(tmp_path / "d" / "train", classes=("a", "b"))
+    make_image_folder(tmp_path / "d" / "test", classes=("a", "c"))
+    with pytest.raises(DataError, match="missing: \\['b'\\], extra: \\['c'\\]"):
+        load_domain(DataConfig(dataset=str(tmp_path / "d")), 0, "target")
+
+
+def test_training_order_depends_only_on_seed_and_epoch():
+    images, labels = load_sklearn_digits()
+    from kerastl.data.domain import Split
+
+    split = Split(labels=labels[:64], images=images[:64])
+    full = [y.numpy().argmax(1).tolist() for _, y in build_dataset(split, 8, 16, 10, training=True, seed=5, epochs=3)]
+    resumed = [y.numpy().argmax(1).tolist() for _, y in build_dataset(split, 8, 16, 10, training=True, seed=5, epochs=3, initial_epoch=2)]
+    assert len(full) == 12 and resumed == full[8:]
+    assert full[:4] != full[4:8]  # epochs are shuffled differently
+
+
+def test_augmentation_applies_to_training_only():
+    from kerastl.data.augment import build_augmenter
+    from kerastl.data.domain import Split
+
+    images, labels = load_sklearn_digits()
+    split = Split(labels=labels[:32], images=images[:32])
+    aug = build_augmenter({"translate": 0.3, "rotate": 0.2}, 0, "target")
+    plain = next(iter(build_dataset(split, 16, 32, 10, cache=False)))[0].numpy()
+    evald = next(iter(build_dataset(split, 16, 32, 10, cache=False)))[0].numpy()
+    np.testing.assert_array_equal(plain, evald)
+    trained = next(iter(build_dataset(split, 16, 32, 10, training=True, augmenter=aug)))[0].numpy()
+    assert trained.shape == plain.shape
+    assert not np.allclose(np.sort(trained.reshape(32, -1).sum(1)), np.sort(plain.reshape(32, -1).sum(1)))
+
+
+def test_unknown_augmentation_is_a_config_error():
+    from kerastl.data.augment import build_augmenter
+    from kerastl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="target.augment.flop: unknown augmentation 'flop'. Did you mean flip"):
+        build_augmenter({"flop": "horizontal"}, 0, "target")
+
+
+def test_tfds_image_folder(tmp_path):
+    make_image_folder(tmp_path / "tf" / "train", per_class=5)
+    make_image_folder(tmp_path / "tf" / "test", per_class=2, seed=2)
+    d = load_domain(DataConfig(dataset="tfds:image_folder", data_dir=str(tmp_path / "tf"), val_fraction=0.0), 0, "target")
+    assert sorted(d.class_names) == ["cat", "dog"]
+    assert len(d.splits["train"]) == 10 and len(d.splits["test"]) == 4
+    x, y = next(iter(build_dataset(d.splits["train"], 16, 10, 2)))
+    assert x.shape == (10, 16, 16, 3)
+
+
+def test_tfds_unknown_dataset_is_a_clear_error():
+    with pytest.raises(DataError, match="tfds:no_such_dataset_xyz"):
+        load_domain(DataConfig(dataset="tfds:no_such_dataset_xyz"), 0, "target")
