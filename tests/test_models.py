@@ -23,7 +23,8 @@ def _fit_one_step(model, size, classes=3, batch=4):
     y = keras.utils.to_categorical(np.arange(batch) % classes, classes)
     tm = TransferModel(model)
     tm.compile(optimizer=keras.optimizers.SGD(1e-3), backbone_optimizer=keras.optimizers.SGD(1e-4),
-               loss="categorical_crossentropy", metrics=["accuracy"])
+               loss="categorical_crossentropy", metrics=["accuracy"],
+               run_eagerly=True)  # one step: tracing a big graph costs more than it saves
     history = tm.fit(x, y, epochs=1, batch_size=batch, verbose=0)
     return history.history["loss"][0], np.asarray(model(x))
 
