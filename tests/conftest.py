@@ -20,7 +20,7 @@ def _cache_dir(tmp_path_factory):
 TINY = {
     "name": "tiny",
     "seed": 0,
-    "source": {"dataset": "syndigits", "num_examples": 800, "cache": True},
+    "source": {"dataset": "syndigits", "num_examples": 1500, "cache": True},
     "target": {"dataset": "digits", "labels_per_class": 10},
     "model": {
         "backbone": "MobileNetV3Small",
@@ -31,7 +31,7 @@ TINY = {
     },
     "train": {
         "batch_size": 32,
-        "pretrain": {"epochs": 3, "lr": 0.003},
+        "pretrain": {"epochs": 3, "lr": 0.005},
         "finetune": {"head_epochs": 2, "epochs": 4, "lr": 0.002},
     },
 }

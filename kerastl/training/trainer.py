@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -216,6 +217,23 @@ def train(
         quiet: no progress bars.
         echo: where the one-screen summary goes.
     """
+    if resume:
+        run_dir = runs.require_run(resume, need=(runs.CONFIG,))
+        cfg = load_config(run_dir / runs.CONFIG)
+        return _train(cfg, run_dir, resume=True, quiet=quiet, echo=echo)
+    assert cfg is not None
+    run_dir = runs.new_run_dir(cfg.name, out)
+    runs.atomic_write(run_dir / runs.CONFIG, dump_config(cfg))
+    try:
+        return _train(cfg, run_dir, resume=False, quiet=quiet, echo=echo)
+    except KerastlError:
+        # A mistake found before the first epoch leaves no half-made run behind.
+        if not (run_dir / runs.CHECKPOINT).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> RunResult:
     import keras
 
     from kerastl.data.augment import build_augmenter
@@ -224,13 +242,6 @@ def train(
     from kerastl.models.factory import build_classifier, set_trainable, validate_unfreeze
     from kerastl.training.transfer_model import TransferModel
 
-    if resume:
-        run_dir = runs.require_run(resume, need=(runs.CONFIG,))
-        cfg = load_config(run_dir / runs.CONFIG)
-    else:
-        assert cfg is not None
-        run_dir = runs.new_run_dir(cfg.name, out)
-        runs.atomic_write(run_dir / runs.CONFIG, dump_config(cfg))
     checkpoint = _Checkpoint(run_dir)
     state = checkpoint.load_state() if resume else None
     if resume and state is None:

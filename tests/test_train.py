@@ -1,0 +1,178 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kerastl.cli import main
+
+from conftest import TINY, make_image_folder, tiny_config, write_config
+
+
+def test_trained_run_has_artifacts_and_beats_chance(trained_run):
+    run = trained_run.run_dir
+    for name in ("config.yaml", "model.keras", "labels.txt", "metrics.json", "history.csv",
+                 "skipped_files.txt"):
+        assert (run / name).exists(), name
+    assert any((run / "logs").rglob("*tfevents*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"source_val", "target_val", "target_test"}
+    for split in metrics.values():
+        assert {"accuracy", "loss", "top_3_accuracy", "num_examples"} <= set(split)
+        assert np.isfinite(split["loss"])
+    # 10 classes: chance is 0.1.
+    assert metrics["target_test"]["accuracy"] > 0.3
+    rows = (run / "history.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 + 2 + 4  # header + pretrain/full + finetune/head + finetune/full
+    assert (run / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+
+
+def _wait_for_epoch(run, phase, epoch, proc, timeout=300):
+    state = run / "checkpoint" / "state.json"
+    start = time.time()
+    while time.time() - start < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before it could be killed: {proc.returncode}")
+        if state.exists():
+            try:
+                s = json.loads(state.read_text())
+            except ValueError:
+                s = {}
+            if s.get("phase") == phase and s.get("epoch", -1) >= epoch:
+                return
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared in time")
+
+
+def test_resume_after_kill_ends_where_the_uninterrupted_run_does(tmp_path, trained_run):
+    config = write_config(tmp_path / "tiny.yaml", TINY)
+    run = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerastl", "train", config, "--out", str(run), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        _wait_for_epoch(run, "pretrain/full", 0, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (run / "metrics.json").exists()
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["phase"] == "pretrain/full" and state["epoch"] < 2
+
+    result = CliRunner().invoke(main, ["train", "--resume", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    resumed = json.loads((run / "metrics.json").read_text())
+    uninterrupted = trained_run.metrics
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3 + 2 + 4  # every epoch once, none repeated or lost
+    for split in ("source_val", "target_val", "target_test"):
+        assert resumed[split]["accuracy"] == pytest.approx(uninterrupted[split]["accuracy"], abs=0.05)
+
+
+def test_cli_train_target_only_from_a_previous_run_on_an_image_folder(tmp_path, trained_run):
+    data = make_image_folder(tmp_path / "colours", classes=("red", "blue"), per_class=20)
+    bad = data / "red" / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    cfg = tiny_config(
+        source=None,
+        target={"dataset": str(data), "labels_per_class": None, "val_fraction": 0.2, "test_fraction": 0.2},
+        model={"weights": str(trained_run.run_dir)},
+        train={"finetune": {"head_epochs": 2, "epochs": 3, "lr": 0.01}, "batch_size": 8},
+    )
+    path = write_config(tmp_path / "c.yaml", cfg)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", path, "--out", str(out), "--quiet", "--set", "train.top_k=1"])
+    assert result.exit_code == 0, result.output
+    assert "target_test" in result.output and "skipped  1 undecodable" in result.output
+    assert "corrupt.jpg" in (out / "skipped_files.txt").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"target_val", "target_test"}
+    assert metrics["target_test"]["accuracy"] >= 0.75
+    assert (out / "labels.txt").read_text().split() == ["blue", "red"]
+
+
+def test_source_and_target_classes_must_match(tmp_path):
+    data = make_image_folder(tmp_path / "colours", classes=("red", "blue"))
+    path = write_config(tmp_path / "c.yaml", tiny_config(source={"dataset": str(data)}))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", path, "--out", str(out)])
+    assert result.exit_code == 2
+    assert "source and target classes differ" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()  # nothing half-made left behind
+
+
+def test_out_dir_that_is_not_empty_is_refused(tmp_path, tiny_yaml):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["train", tiny_yaml, "--out", str(out)])
+    assert result.exit_code == 2 and "not empty" in result.output
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_cli_evaluate_prints_and_writes_the_full_report(trained_run):
+    run = str(trained_run.run_dir)
+    result = CliRunner().invoke(main, ["evaluate", run])
+    assert result.exit_code == 0, result.output
+    assert "confusion matrix" in result.output and "precision" in result.output
+    report = json.loads((trained_run.run_dir / "evaluation.json").read_text())["digits:test"]
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == report["num_examples"]
+    assert report["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert report["accuracy"] == pytest.approx(trained_run.metrics["target_test"]["accuracy"], abs=1e-6)
+    assert len(report["per_class"]) == 10
+
+
+def test_cli_evaluate_on_other_data_with_other_classes_is_an_error(trained_run, tmp_path):
+    data = make_image_folder(tmp_path / "colours", classes=("red", "blue"))
+    result = CliRunner().invoke(main, ["evaluate", str(trained_run.run_dir), "--data", str(data)])
+    assert result.exit_code == 2 and "differ from the run's labels.txt" in result.output
+
+
+def test_cli_predict_table_and_json(trained_run, tmp_path):
+    from PIL import Image
+
+    from kerastl.data.builtin import load_sklearn_digits
+
+    images, labels = load_sklearn_digits()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(images[i, :, :, 0]).save(folder / f"d{i}_{labels[i]}.png")
+    (folder / "broken.png").write_bytes(b"nope")
+    run = str(trained_run.run_dir)
+    result = CliRunner().invoke(main, ["predict", run, str(folder), "--json", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert len(out) == 7
+    broken = [r for r in out if r["image"].endswith("broken.png")][0]
+    assert "error" in broken
+    good = [r for r in out if "predictions" in r]
+    assert all(len(r["predictions"]) == 2 and r["predictions"][0]["label"] in "0123456789" for r in good)
+    assert all(r["predictions"][0]["probability"] >= r["predictions"][1]["probability"] for r in good)
+    table = CliRunner().invoke(main, ["predict", run, str(folder / "d0_0.png")])
+    assert table.exit_code == 0 and "d0_0.png" in table.output
+
+
+def test_cli_predict_and_evaluate_on_a_missing_run(tmp_path):
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "nope"), "x.png"])
+    assert result.exit_code == 2 and "no such run directory" in result.output
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path)])
+    assert result.exit_code == 2 and "not a finished kerastl run" in result.output
+
+
+def test_backbones_command_lists_every_family():
+    result = CliRunner().invoke(main, ["backbones"])
+    assert result.exit_code == 0
+    for name in ("MobileNetV3Small", "EfficientNetV2B0", "ConvNeXtTiny", "NASNetMobile", "VGG16"):
+        assert name in result.output
