@@ -56,7 +56,7 @@ class DataConfig:
     labels_per_class: Optional[int] = field(default=None, metadata={"min": 1})
     # Number of images rendered for `syndigits`.
     num_examples: int = field(default=6000, metadata={"min": 20})
-    # Keep decoded, resized images in memory (or in this file, if a path) after epoch 1.
+    # Keep decoded, resized images in memory after epoch 1 (or in files in this folder).
     cache: Union[bool, str] = True
     # Keras preprocessing layers applied to training batches, e.g. {flip: horizontal}.
     augment: dict = field(default_factory=dict)

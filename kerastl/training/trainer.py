@@ -167,6 +167,15 @@ def _check_classes(source, target):
         )
 
 
+def _cache(setting, stage: str, split: str, size: int):
+    """`cache: <path>` names a folder: one cache file per stage, split and image size."""
+    if not isinstance(setting, str):
+        return setting
+    folder = Path(setting).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"{stage}-{split}-{size}px")
+
+
 def _verbosity(quiet: bool) -> int:
     if quiet:
         return 0
@@ -292,11 +301,12 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
         train_ds = build_dataset(
             train_split, size, batch, domain.num_classes, training=True, seed=seed,
             augmenter=build_augmenter(data_cfg.augment, seed, "source" if phase.stage == "pretrain" else "target"),
-            cache=data_cfg.cache, epochs=phase.epochs, initial_epoch=initial_epoch,
+            cache=_cache(data_cfg.cache, phase.stage, "train", size), epochs=phase.epochs, initial_epoch=initial_epoch,
             weights=weights,
         )
         val_ds = (
-            build_dataset(val_split, size, batch, domain.num_classes, cache=data_cfg.cache)
+            build_dataset(val_split, size, batch, domain.num_classes,
+                          cache=_cache(data_cfg.cache, phase.stage, "val", size))
             if val_split is not None and len(val_split)
             else None
         )
