@@ -1,0 +1,186 @@
+"""The base model of unsupervised domain adaptation.
+
+A batch pairs labelled source images with unlabelled target images, half and half. The
+loss is
+
+    source classification loss + weight * adaptation loss
+
+where each method (one module each, registered in `METHODS`) defines the adaptation loss
+and any sub-model it needs (a domain discriminator, a critic, a second head). Target
+labels, when the data has them, only feed the `target_accuracy` metric; they never reach
+a loss (except in `target_oracle`, the upper bound).
+
+After training the wrapped `classifier` is a plain classifier: it is what is saved.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kerastl.registry import Registry
+
+METHODS: Registry = Registry("adaptation method")
+
+
+def register(name: str):
+    def add(cls):
+        cls.method_name = name
+        METHODS.register(name, cls)
+        return cls
+
+    return add
+
+
+def split_classifier(classifier: keras.Model):
+    """(features model, head model) of a kerastl classifier, sharing its layers.
+
+    Features are the pooled backbone output; the head is everything after it.
+    """
+    pool = classifier.get_layer("pool")
+    features = keras.Model(classifier.input, pool.output, name="features")
+    names = [layer.name for layer in classifier.layers]
+    after = classifier.layers[names.index("pool") + 1 :]
+    head_in = keras.Input(pool.output.shape[1:], name="features_in")
+    x = head_in
+    for layer in after:
+        x = layer(x)
+    head = keras.Model(head_in, x, name="head")
+    return features, head
+
+
+def replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def mean_loss(values):
+    """Mean over this replica's batch, scaled so that the sum over replicas is the mean."""
+    return tf.reduce_mean(values) / replicas()
+
+
+class AdaptationModel(keras.Model):
+    """Source classification + weight x adaptation loss; subclasses define the latter.
+
+    Args:
+        classifier: the functional model from `build_classifier`.
+        weight: weight of the adaptation loss.
+        total_steps: training steps in all, for schedules driven by progress p in [0, 1].
+        **hparams: the method's hyper-parameters (`HPARAMS` lists them with defaults).
+    """
+
+    method_name = "base"
+    # name -> default, from the method's paper; configs override them in adapt.params.
+    HPARAMS: dict = {}
+
+    def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, **hparams):
+        super().__init__()
+        unknown = set(hparams) - set(self.HPARAMS)
+        if unknown:
+            from kerastl.errors import ConfigError
+
+            raise ConfigError(
+                f"adapt.params: {sorted(unknown)} not known to {self.method_name}; "
+                f"it takes {sorted(self.HPARAMS) or 'no parameters'}"
+            )
+        self.hp = {**self.HPARAMS, **hparams}
+        self.classifier = classifier
+        self.features, self.head = split_classifier(classifier)
+        self.feature_dim = int(self.features.output.shape[-1])
+        self.num_classes = int(classifier.output.shape[-1])
+        self.weight = float(weight)
+        self.total_steps = max(int(total_steps), 1)
+        self.progress = self.add_weight(name="progress", shape=(), initializer="zeros", trainable=False)
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "cls_loss", "adapt_loss")
+        }
+        self.source_acc = keras.metrics.CategoricalAccuracy(name="source_accuracy")
+        self.target_acc = keras.metrics.CategoricalAccuracy(name="target_accuracy")
+        self.build_extra()
+
+    # --- what methods override -------------------------------------------------------
+
+    def build_extra(self):
+        """Creates and builds the method's own sub-models (discriminator, critic, ...)."""
+
+    def adaptation_loss(self, fs, ft, ps, pt, training: bool = True):
+        """Returns (loss, extra metrics dict) for source/target features and probabilities."""
+        return tf.constant(0.0), {}
+
+    def extra_variables(self):
+        """Variables trained by the method besides the classifier's."""
+        return []
+
+    # --- the Keras step contract -------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        return self.classifier(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [*self.trackers.values(), self.source_acc, self.target_acc, *self.extra_metrics()]
+
+    def extra_metrics(self):
+        return []
+
+    def classification_loss(self, y, p):
+        return mean_loss(keras.losses.categorical_crossentropy(y, p))
+
+    def forward(self, xs, xt, training=True):
+        # One pass over the concatenated batch: BatchNormalization sees both domains.
+        x = tf.concat([xs, xt], axis=0)
+        f = self.features(x, training=training)
+        p = self.head(f, training=training)
+        n = tf.shape(xs)[0]
+        return f[:n], f[n:], p[:n], p[n:]
+
+    def compute_losses(self, xs, ys, xt, yt):
+        """(fs, ft, ps, pt, classification loss, adaptation loss, extra logs)."""
+        fs, ft, ps, pt = self.forward(xs, xt)
+        cls = self.classification_loss(ys, ps)
+        adapt, logs = self.adaptation_loss(fs, ft, ps, pt)
+        return fs, ft, ps, pt, cls, adapt, logs
+
+    def train_step(self, data):
+        (xs, ys), (xt, yt) = data
+        with tf.GradientTape() as tape:
+            fs, ft, ps, pt, cls, adapt, logs = self.compute_losses(xs, ys, xt, yt)
+            loss = cls + self.weight * adapt
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.classifier.trainable_variables + self.extra_variables()
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+        return self.update_metrics(loss, cls, adapt, ys, ps, yt, pt, logs)
+
+    def update_metrics(self, loss, cls, adapt, ys, ps, yt, pt, logs):
+        r = replicas()
+        self.trackers["loss"].update_state(loss * r)
+        self.trackers["cls_loss"].update_state(cls * r)
+        self.trackers["adapt_loss"].update_state(adapt * r)
+        self.source_acc.update_state(ys, ps)
+        # Target labels (all zeros when the data has none) only measure, never train.
+        has_labels = tf.reduce_sum(yt, axis=-1) > 0
+        self.target_acc.update_state(yt, pt, sample_weight=tf.cast(has_labels, tf.float32))
+        out = {m.name: m.result() for m in self.metrics}
+        out.update(logs)
+        out["progress"] = self.progress
+        return out
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        p = self.classifier(x, training=False)
+        self.trackers["cls_loss"].update_state(keras.losses.categorical_crossentropy(y, p))
+        self.source_acc.update_state(y, p)
+        return {"cls_loss": self.trackers["cls_loss"].result(), "accuracy": self.source_acc.result()}
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Sets `model.progress` = step / total_steps before every batch (drives schedules)."""
+
+    def __init__(self, initial_step: int = 0):
+        super().__init__()
+        self.step = initial_step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.progress.assign(min(self.step / self.model.total_steps, 1.0))
+        self.step += 1

@@ -1,0 +1,89 @@
+"""DANN: a domain discriminator behind a gradient reversal layer."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kerastl.adaptation.base import AdaptationModel, mean_loss, register
+from kerastl.models.layers import GradientReversal
+
+
+def grl_lambda(progress, gamma: float = 10.0, max_lambda: float = 1.0):
+    """lambda_p = max_lambda * (2 / (1 + exp(-gamma * p)) - 1), p in [0, 1]."""
+    return max_lambda * (2.0 / (1.0 + tf.exp(-gamma * progress)) - 1.0)
+
+
+def discriminator(input_dim: int, hidden: int, name: str, outputs: int = 1) -> keras.Model:
+    inputs = keras.Input((input_dim,))
+    x = keras.layers.Dense(hidden, activation="relu")(inputs)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dense(hidden, activation="relu")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    out = keras.layers.Dense(outputs, dtype="float32")(x)
+    return keras.Model(inputs, out, name=name)
+
+
+def domain_loss(d_logits, n_source):
+    """Binary cross-entropy of source (1) vs target (0), and the discriminator accuracy."""
+    n = tf.shape(d_logits)[0]
+    labels = tf.concat([tf.ones([n_source, 1]), tf.zeros([n - n_source, 1])], axis=0)
+    loss = keras.losses.binary_crossentropy(labels, d_logits, from_logits=True)
+    acc = tf.reduce_mean(tf.cast(tf.equal(tf.cast(d_logits > 0, tf.float32), labels), tf.float32))
+    return mean_loss(loss), acc
+
+
+@register("dann")
+class DANN(AdaptationModel):
+    """Domain-adversarial training (Ganin & Lempitsky, ICML 2015; Ganin et al., JMLR 2016).
+
+    A discriminator learns to tell source features from target features; the gradient
+    reversal layer makes the feature extractor learn to fool it. Its coefficient follows
+    lambda_p = 2 / (1 + exp(-gamma p)) - 1, scaled to `max_lambda`, where p is the
+    training progress set by `ProgressCallback`.
+    """
+
+    HPARAMS = {"gamma": 10.0, "max_lambda": 1.0, "hidden": 1024}
+
+    def build_extra(self):
+        self.grl = GradientReversal(0.0, name="grl")
+        self.discriminator = discriminator(self.discriminator_input_dim(), int(self.hp["hidden"]), "discriminator")
+
+    def discriminator_input_dim(self) -> int:
+        return self.feature_dim
+
+    def discriminator_input(self, f, p):
+        return f
+
+    def extra_variables(self):
+        return self.discriminator.trainable_variables
+
+    def current_lambda(self):
+        return grl_lambda(self.progress, self.hp["gamma"], self.hp["max_lambda"])
+
+    def sample_weights(self, p, n_source):
+        return None
+
+    def adaptation_loss(self, fs, ft, ps, pt, training=True):
+        lam = self.current_lambda()
+        self.grl.coefficient.assign(lam)
+        f = tf.concat([fs, ft], axis=0)
+        p = tf.concat([ps, pt], axis=0)
+        d = self.discriminator(self.grl(self.discriminator_input(f, p)), training=training)
+        n_source = tf.shape(fs)[0]
+        weights = self.sample_weights(p, n_source)
+        if weights is None:
+            loss, acc = domain_loss(d, n_source)
+        else:
+            n = tf.shape(d)[0]
+            labels = tf.concat([tf.ones([n_source, 1]), tf.zeros([n - n_source, 1])], axis=0)
+            per = keras.losses.binary_crossentropy(labels, d, from_logits=True)
+            loss = tf.reduce_sum(weights * per) / tf.reduce_sum(weights) / self._replicas()
+            acc = tf.reduce_mean(tf.cast(tf.equal(tf.cast(d > 0, tf.float32), labels), tf.float32))
+        return loss, {"domain_accuracy": acc, "lambda": lam}
+
+    @staticmethod
+    def _replicas():
+        from kerastl.adaptation.base import replicas
+
+        return replicas()

@@ -1,0 +1,62 @@
+"""Statistic matching: align the moments or kernel embeddings of the two domains."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from kerastl.adaptation.base import AdaptationModel, register, replicas
+
+
+def coral(fs, ft):
+    """||C_s - C_t||_F^2 / (4 d^2), C the feature covariance (Sun & Saenko, 2016)."""
+    d = tf.cast(tf.shape(fs)[1], tf.float32)
+
+    def cov(f):
+        n = tf.cast(tf.shape(f)[0], tf.float32)
+        centred = f - tf.reduce_mean(f, axis=0, keepdims=True)
+        return tf.matmul(centred, centred, transpose_a=True) / tf.maximum(n - 1.0, 1.0)
+
+    diff = cov(fs) - cov(ft)
+    return tf.reduce_sum(tf.square(diff)) / (4.0 * d * d)
+
+
+def mk_mmd(fs, ft, kernel_mul: float = 2.0, num_kernels: int = 5):
+    """Multi-kernel MMD^2 with Gaussian kernels around the mean pairwise distance.
+
+    The biased quadratic estimate over the batch, as in Long et al. (ICML 2015).
+    """
+    x = tf.concat([fs, ft], axis=0)
+    sq = tf.reduce_sum(tf.square(x), axis=1, keepdims=True)
+    d2 = tf.maximum(sq - 2.0 * tf.matmul(x, x, transpose_b=True) + tf.transpose(sq), 0.0)
+    n = tf.cast(tf.shape(x)[0], tf.float32)
+    bandwidth = tf.stop_gradient(tf.reduce_sum(d2) / (n * n - n))
+    bandwidth = bandwidth / (kernel_mul ** (num_kernels // 2))
+    k = tf.add_n([tf.exp(-d2 / (bandwidth * kernel_mul**i + 1e-8)) for i in range(num_kernels)])
+    ns = tf.shape(fs)[0]
+    kss, ktt, kst = k[:ns, :ns], k[ns:, ns:], k[:ns, ns:]
+    return tf.reduce_mean(kss) + tf.reduce_mean(ktt) - 2.0 * tf.reduce_mean(kst)
+
+
+@register("deep_coral")
+class DeepCORAL(AdaptationModel):
+    """Deep CORAL (Sun & Saenko, ECCV 2016 workshops): match feature covariances."""
+
+    HPARAMS: dict = {}
+
+    def adaptation_loss(self, fs, ft, ps, pt, training=True):
+        return coral(fs, ft) / replicas(), {}
+
+
+@register("dan")
+class DAN(AdaptationModel):
+    """Deep adaptation network (Long et al., ICML 2015): multi-kernel MMD on features
+    and on the class probabilities."""
+
+    HPARAMS = {"kernel_mul": 2.0, "num_kernels": 5, "on_probabilities": True}
+
+    def adaptation_loss(self, fs, ft, ps, pt, training=True):
+        mul, k = float(self.hp["kernel_mul"]), int(self.hp["num_kernels"])
+        loss = mk_mmd(fs, ft, mul, k)
+        if self.hp["on_probabilities"]:
+            loss += mk_mmd(ps, pt, mul, k)
+        return loss / replicas(), {}

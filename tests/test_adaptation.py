@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+from kerastl.adaptation import METHODS, ProgressCallback
+from kerastl.adaptation.dann import grl_lambda
+from kerastl.config import ModelConfig
+from kerastl.models.factory import build_classifier, set_trainable
+from kerastl.models.layers import GradientReversal
+
+
+def _tiny_classifier(classes=3):
+    cfg = ModelConfig(backbone="MobileNetV3Small", weights="none", input_size=32,
+                      backbone_args={"alpha": 0.75, "minimalistic": True}, dropout=0.0)
+    model = build_classifier(cfg, classes)[0]
+    set_trainable(model, "all", "train")
+    return model
+
+
+def _paired(n=8, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32")
+    xt = rng.uniform(0, 128, (n, 32, 32, 3)).astype("float32")
+    ys = keras.utils.to_categorical(rng.integers(0, classes, n), classes)
+    yt = keras.utils.to_categorical(rng.integers(0, classes, n), classes)
+    return tf.data.Dataset.from_tensor_slices(((xs, ys), (xt, yt))).batch(4).repeat()
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_trains_a_few_steps_with_finite_losses(method):
+    classifier = _tiny_classifier()
+    model = METHODS.get(method)(classifier, weight=1.0, total_steps=3)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
+    model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+    history = model.fit(_paired(), epochs=1, steps_per_epoch=3, verbose=0, callbacks=[ProgressCallback()])
+    for key, values in history.history.items():
+        assert np.all(np.isfinite(values)), (method, key, values)
+    assert {"loss", "cls_loss", "adapt_loss", "source_accuracy", "target_accuracy"} <= set(history.history)
+    x = np.zeros((2, 32, 32, 3), "float32")
+    assert classifier(x).shape == (2, 3)
+    keras.backend.clear_session()
+
+
+def test_gradient_reversal_negates_and_scales_gradients_exactly():
+    layer = GradientReversal(0.25)
+    x = tf.constant([[1.0, -2.0, 3.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * tf.constant([[2.0, 3.0, -4.0]]))
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [[-0.5, -0.75, 1.0]])
+    layer.coefficient.assign(2.0)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x))
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [[-2.0, -2.0, -2.0]])
+
+
+def test_gradient_reversal_config_round_trips():
+    layer = GradientReversal(0.5, name="grl")
+    again = GradientReversal.from_config(layer.get_config())
+    assert again.get_config() == layer.get_config()
+    assert float(again.coefficient.numpy()) == 0.5
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.25, 0.5, 0.9, 1.0])
+def test_lambda_schedule_matches_the_formula(p):
+    expected = 0.3 * (2.0 / (1.0 + np.exp(-10.0 * p)) - 1.0)
+    assert float(grl_lambda(tf.constant(p), 10.0, 0.3)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_dann_lambda_follows_training_progress():
+    classifier = _tiny_classifier()
+    model = METHODS.get("dann")(classifier, total_steps=4, gamma=10.0, max_lambda=1.0)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3))
+    model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+    model.fit(_paired(), epochs=1, steps_per_epoch=3, verbose=0, callbacks=[ProgressCallback()])
+    # The last step ran at p = 2/4.
+    assert float(model.grl.coefficient.numpy()) == pytest.approx(2 / (1 + np.exp(-5.0)) - 1, rel=1e-5)
+
+
+def test_unknown_method_parameter_is_a_config_error():
+    from kerastl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="adapt.params: \\['gama'\\] not known to dann"):
+        METHODS.get("dann")(_tiny_classifier(), gama=3)
