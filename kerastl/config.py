@@ -121,6 +121,30 @@ class TrainConfig:
 
 
 @dataclass
+class AdaptConfig:
+    """Unsupervised domain adaptation (replaces pretrain + finetune when present)."""
+
+    # source_only, target_oracle, dann, cdan, cdan+e, mdd, mcd, wdgrl, deep_coral, dan.
+    method: str = "dann"
+    # loss = source classification loss + weight x adaptation loss.
+    weight: float = field(default=1.0, metadata={"range": (0.0, 100.0)})
+    epochs: int = field(default=10, metadata={"min": 1})
+    # Steps per epoch; null: one pass over the larger domain at half a batch per domain.
+    steps_per_epoch: Optional[int] = field(default=None, metadata={"min": 1})
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = field(default=0.01, metadata={"positive": True})
+    # Ganin & Lempitsky's annealing lr_p = lr / (1 + alpha p)^beta, p = training progress.
+    anneal: bool = True
+    anneal_alpha: float = field(default=10.0, metadata={"min": 0})
+    anneal_beta: float = field(default=0.75, metadata={"min": 0})
+    # Which epoch's model is kept, chosen without target labels: the best source
+    # validation accuracy, or simply the last epoch.
+    selection: Literal["source_val", "last"] = "source_val"
+    # The method's own hyper-parameters (see `kerastl methods`), e.g. {max_lambda: 0.3}.
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     name: str = "run"
     seed: int = 0
@@ -128,6 +152,7 @@ class Config:
     target: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: Optional[AdaptConfig] = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -281,6 +306,22 @@ def _cross_checks(cfg: Config):
         raise _Invalid(
             "train.finetune.epochs", 0, "at least one epoch of head_epochs + epochs"
         )
+    if cfg.adapt is not None:
+        from kerastl.adaptation import METHODS
+
+        if cfg.adapt.method not in METHODS:
+            raise _Invalid("adapt.method", cfg.adapt.method, "one of " + ", ".join(METHODS.names()))
+        if cfg.source is None:
+            raise _Invalid("source", None, "a labelled source domain: adaptation needs one")
+        unknown = set(cfg.adapt.params) - set(METHODS.get(cfg.adapt.method).HPARAMS)
+        if unknown:
+            hp = METHODS.get(cfg.adapt.method).HPARAMS
+            raise _Invalid(
+                f"adapt.params.{sorted(unknown)[0]}", cfg.adapt.params[sorted(unknown)[0]],
+                f"a parameter of {cfg.adapt.method}: {', '.join(hp) or 'it takes none'}",
+            )
+        if cfg.train.batch_size < 2:
+            raise _Invalid("train.batch_size", cfg.train.batch_size, "at least 2 (half source, half target)")
     if isinstance(cfg.model.unfreeze, int) and cfg.model.unfreeze < 0:
         raise _Invalid("model.unfreeze", cfg.model.unfreeze, "'all', 'none', N >= 0 or a layer name")
 

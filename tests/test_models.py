@@ -17,12 +17,12 @@ def _smallest_per_family():
     return sorted(chosen.values())
 
 
-def _fit_one_step(model, size, classes=3, batch=4):
+def _fit_one_step(model, size, classes=3, batch=4, lr=1e-3, backbone_lr=1e-4):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
     y = keras.utils.to_categorical(np.arange(batch) % classes, classes)
     tm = TransferModel(model)
-    tm.compile(optimizer=keras.optimizers.SGD(1e-3), backbone_optimizer=keras.optimizers.SGD(1e-4),
+    tm.compile(optimizer=keras.optimizers.SGD(lr), backbone_optimizer=keras.optimizers.SGD(backbone_lr),
                loss="categorical_crossentropy", metrics=["accuracy"],
                run_eagerly=True)  # one step: tracing a big graph costs more than it saves
     history = tm.fit(x, y, epochs=1, batch_size=batch, verbose=0)
@@ -77,7 +77,7 @@ def test_frozen_backbone_keeps_batchnorm_statistics_and_weights():
     set_trainable(model, "frozen", "train")
     before = [l.get_weights() for l in _bn_layers(model)]
     conv_before = get_backbone(model).get_weights()
-    _fit_one_step(model, 32)
+    _fit_one_step(model, 32, lr=0.05, backbone_lr=0.05)
     for layer, old in zip(_bn_layers(model), before):
         for a, b in zip(layer.get_weights(), old):
             np.testing.assert_array_equal(a, b)  # gamma, beta, moving mean and variance
@@ -91,7 +91,7 @@ def test_partly_frozen_backbone_with_frozen_bn_moves_only_top_weights():
     bn_before = [l.get_weights() for l in _bn_layers(model)]
     layers = [l for l in get_backbone(model).layers if l.weights]
     before = {l.name: [w.copy() for w in l.get_weights()] for l in layers}
-    _fit_one_step(model, 32)
+    _fit_one_step(model, 32, lr=0.05, backbone_lr=0.05)
     for layer, old in zip(_bn_layers(model), bn_before):
         for a, b in zip(layer.get_weights(), old):
             np.testing.assert_array_equal(a, b)
@@ -106,7 +106,7 @@ def test_trainable_bn_moves_statistics_when_training_from_scratch():
     model = _small_model()
     set_trainable(model, "all", "train")
     before = [l.get_weights()[2].copy() for l in _bn_layers(model)]  # moving mean
-    _fit_one_step(model, 32)
+    _fit_one_step(model, 32, lr=0.05, backbone_lr=0.05)
     assert any(not np.array_equal(l.get_weights()[2], b) for l, b in zip(_bn_layers(model), before))
 
 

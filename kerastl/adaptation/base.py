@@ -92,7 +92,7 @@ class AdaptationModel(keras.Model):
         self.progress = self.add_weight(name="progress", shape=(), initializer="zeros", trainable=False)
         self.trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in ("loss", "cls_loss", "adapt_loss")
+            for name in ("loss", "cls_loss", "adapt_loss", "target_top_class_share")
         }
         self.source_acc = keras.metrics.CategoricalAccuracy(name="source_accuracy")
         self.target_acc = keras.metrics.CategoricalAccuracy(name="target_accuracy")
@@ -161,6 +161,9 @@ class AdaptationModel(keras.Model):
         # Target labels (all zeros when the data has none) only measure, never train.
         has_labels = tf.reduce_sum(yt, axis=-1) > 0
         self.target_acc.update_state(yt, pt, sample_weight=tf.cast(has_labels, tf.float32))
+        # Share of target predictions in the most predicted class: near 1 = collapse.
+        predicted = tf.one_hot(tf.argmax(pt, axis=1), self.num_classes)
+        self.trackers["target_top_class_share"].update_state(tf.reduce_max(tf.reduce_mean(predicted, axis=0)))
         out = {m.name: m.result() for m in self.metrics}
         out.update(logs)
         out["progress"] = self.progress

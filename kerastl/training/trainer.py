@@ -129,6 +129,20 @@ class _Checkpoint:
                 if name and name not in (weights.name, optim.name):
                     (self.dir / name).unlink(missing_ok=True)
 
+    def save_model(self, model, classifier, state: dict):
+        """For adaptation: the whole model (sub-models and optimizer state) in one file."""
+        tag = f"{state['phase']}-{state['epoch']}"
+        path = self.dir / f"model-{tag}.weights.h5"
+        weights = self.dir / f"weights-{tag}.weights.h5"
+        runs.atomic_save(path, model.save_weights)
+        runs.atomic_save(weights, classifier.save_weights)
+        old = self.load_state()
+        runs.write_json(self.state_path, dict(state, model=path.name, weights=weights.name))
+        if old:
+            for name in (old.get("model"), old.get("weights")):
+                if name and name not in (path.name, weights.name):
+                    (self.dir / name).unlink(missing_ok=True)
+
     def restore_weights(self, classifier, state: dict):
         classifier.load_weights(self.dir / state["weights"])
 
@@ -282,6 +296,17 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
 
     domains = {"source": source, "target": target}
     batch = cfg.train.batch_size
+    adaptation = None
+    if cfg.adapt is not None:
+        from kerastl.training.adapt import adapt
+
+        phases = []  # adaptation replaces pretrain + finetune
+        adaptation = adapt(
+            cfg, run_dir, source, target, classifier, size, checkpoint, state, history,
+            quiet, echo, _verbosity(quiet),
+            lambda model, st: (runs.atomic_write(run_dir / runs.HISTORY, _history_csv(history)),
+                               checkpoint.save_model(model, classifier, st)),
+        )
     for index, phase in enumerate(phases):
         if phase.key in done:
             continue
@@ -373,6 +398,8 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
     if source is not None:
         eval_domains = {"source_val": (source, "val"), **eval_domains}
     metrics = evaluate_splits(classifier, eval_domains, size, batch, cfg.train.top_k)
+    if adaptation is not None:
+        metrics["adaptation"] = adaptation
     runs.atomic_save(run_dir / runs.MODEL, classifier.save)
     runs.write_json(run_dir / runs.METRICS, metrics)
 
@@ -383,11 +410,23 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
         f"kerastl run {run_dir}",
         f"  model    {spec.name} at {size}x{size}, weights={cfg.model.weights}, "
         f"{target.num_classes} classes",
-        f"  trained  " + (f"pretrain on {source.name} ({len(source.splits['train'])} images), " if source else "")
-        + f"finetune on {target.name} ({len(target.splits['train'])} images)",
+        "  trained  " + (
+            f"adapt ({cfg.adapt.method}) {source.name} ({len(source.splits['train'])} labelled) -> "
+            f"{target.name} ({len(target.splits['train'])} unlabelled)"
+            if cfg.adapt else
+            (f"pretrain on {source.name} ({len(source.splits['train'])} images), " if source else "")
+            + f"finetune on {target.name} ({len(target.splits['train'])} images)"
+        ),
         f"  time     {elapsed:.0f} s",
     ]
+    if adaptation is not None:
+        sel = adaptation["selection"]
+        lines.append(f"  adapted  {adaptation['method']}; kept epoch {sel['epoch']} by {sel['criterion']}; "
+                     f"proxy A-distance {adaptation.get('proxy_a_distance_before', float('nan')):.2f} -> "
+                     f"{adaptation['proxy_a_distance_after']:.2f} (embedding.png)")
     for split, m in metrics.items():
+        if split == "adaptation":
+            continue
         lines.append(f"  {split:<12} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  (n={m['num_examples']})")
     if skipped:
         lines.append(f"  skipped  {len(skipped)} undecodable file(s): {run_dir / runs.SKIPPED}")

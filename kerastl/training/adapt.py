@@ -1,0 +1,236 @@
+"""The `adapt` stage: unsupervised domain adaptation from a labelled source.
+
+Batches pair labelled source images with unlabelled target images, half and half; the
+shorter domain is repeated. Target labels feed only the `target_accuracy` metric (and the
+loss of `target_oracle`, the upper bound). The model kept is chosen without target labels
+(`adapt.selection`), and a 2-D PCA picture of source and target features before and after,
+with the proxy A-distance between the domains, is written into the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from kerastl import runs
+from kerastl.errors import KerastlError
+
+log = logging.getLogger("kerastl")
+
+
+def annealed_lr(lr: float, total_steps: int, alpha: float, beta: float):
+    """mu_p = mu_0 / (1 + alpha p)^beta (Ganin & Lempitsky, 2015), p = step / total."""
+    import keras
+
+    class Annealed(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            p = keras.ops.minimum(keras.ops.cast(step, "float32") / float(max(total_steps, 1)), 1.0)
+            return lr / keras.ops.power(1.0 + alpha * p, beta)
+
+        def get_config(self):
+            return {"lr": lr, "total_steps": total_steps, "alpha": alpha, "beta": beta}
+
+    return Annealed()
+
+
+def paired_dataset(source_split, target_split, size, batch, num_classes, seed, steps,
+                   epochs, initial_epoch, augmenters):
+    """((xs, ys), (xt, yt)) batches of batch/2 + batch/2, `epochs * steps` of them."""
+    import tensorflow as tf
+
+    from kerastl.data.pipeline import build_dataset, steps_per_epoch
+
+    half = max(batch // 2, 1)
+    total = steps * epochs
+    parts = []
+    for i, (split, augmenter) in enumerate(zip((source_split, target_split), augmenters)):
+        per_epoch = steps_per_epoch(split, half)
+        needed = math.ceil(total / per_epoch)
+        parts.append(build_dataset(split, size, half, num_classes, training=True,
+                                   seed=seed * 7 + i, augmenter=augmenter, epochs=needed))
+    ds = tf.data.Dataset.zip(tuple(parts)).take(total)
+    return ds.skip(initial_epoch * steps).prefetch(tf.data.AUTOTUNE)
+
+
+def features_of(features_model, split, size, batch, num_classes, limit=600):
+    from kerastl.data.pipeline import build_dataset
+
+    sub = split.subset(np.arange(min(len(split), limit)))
+    ds = build_dataset(sub, size, batch, num_classes, cache=False)
+    return np.concatenate([np.asarray(features_model(x, training=False)) for x, _ in ds])
+
+
+def proxy_a_distance(fs: np.ndarray, ft: np.ndarray, seed: int = 0) -> float:
+    """2 (1 - 2 err) of a linear classifier telling the domains apart (Ben-David et al.)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.concatenate([fs, ft])
+    y = np.concatenate([np.zeros(len(fs)), np.ones(len(ft))])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    half = len(x) // 2
+    train, test = order[:half], order[half:]
+    scaler = StandardScaler().fit(x[train])
+    clf = LogisticRegression(max_iter=2000, C=1.0).fit(scaler.transform(x[train]), y[train])
+    err = 1.0 - clf.score(scaler.transform(x[test]), y[test])
+    return float(2.0 * (1.0 - 2.0 * min(err, 0.5)))
+
+
+def draw_embedding(path: Path, panels: list[tuple[str, np.ndarray, np.ndarray]]):
+    """PNG scatter plots (PCA to 2-D) of source (blue) and target (orange) features."""
+    from PIL import Image, ImageDraw
+
+    side, pad = 360, 30
+    image = Image.new("RGB", (side * len(panels), side + pad), "white")
+    draw = ImageDraw.Draw(image)
+    for i, (title, fs, ft) in enumerate(panels):
+        x = np.concatenate([fs, ft]).astype(np.float64)
+        x = x - x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        xy = x @ vt[:2].T
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        xy = (xy - lo) / np.maximum(hi - lo, 1e-9) * (side - 40) + 20
+        x0 = i * side
+        draw.text((x0 + 10, 8), title, fill="black")
+        for j, (px, py) in enumerate(xy):
+            colour = (31, 119, 180) if j < len(fs) else (255, 127, 14)
+            draw.ellipse([x0 + px - 2, pad + py - 2, x0 + px + 2, pad + py + 2], fill=colour)
+        draw.line([x0, 0, x0, side + pad], fill="grey")
+    draw.text((10, side + pad - 14), "blue: source, orange: target (PCA of pooled features)", fill="black")
+    runs.atomic_save(path, image.save)
+
+
+def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, state, history,
+          quiet: bool, echo, verbosity: int, epoch_callback) -> dict:
+    """Trains `classifier` by `cfg.adapt.method`; returns what metrics.json reports of it."""
+    import keras
+
+    from kerastl.adaptation import METHODS, ProgressCallback
+    from kerastl.adaptation.base import split_classifier
+    from kerastl.data.augment import build_augmenter
+    from kerastl.data.pipeline import build_dataset, steps_per_epoch
+    from kerastl.models.factory import set_trainable
+
+    ac = cfg.adapt
+    batch = cfg.train.batch_size
+    half = max(batch // 2, 1)
+    src_train, tgt_train = source.splits["train"], target.splits["train"]
+    steps = ac.steps_per_epoch or max(steps_per_epoch(src_train, half), steps_per_epoch(tgt_train, half))
+    total = steps * ac.epochs
+    set_trainable(classifier, cfg.model.unfreeze, "frozen" if cfg.model.bn == "frozen" else "train")
+
+    method = METHODS.get(ac.method)
+    model = method(classifier, weight=ac.weight, total_steps=total, **ac.params)
+    model(np.zeros((1, size, size, 3), np.float32))  # builds it: saving needs a built model
+    lr = annealed_lr(ac.lr, total, ac.anneal_alpha, ac.anneal_beta) if ac.anneal else ac.lr
+    opt = (keras.optimizers.SGD(lr, momentum=0.9, nesterov=True) if ac.optimizer == "sgd"
+           else keras.optimizers.Adam(lr))
+    model.compile(optimizer=opt)
+    model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+
+    features, _ = split_classifier(classifier)
+    src_eval = source.splits.get("test") or source.splits.get("val") or src_train
+    tgt_eval = target.splits.get("test") or tgt_train
+    before = None
+    in_progress = state is not None and state.get("phase") == "adapt"
+    initial_epoch = state["epoch"] + 1 if in_progress else 0
+    if in_progress:
+        model.load_weights(checkpoint.dir / state["model"])
+    else:
+        before = (features_of(features, src_eval, size, batch, source.num_classes),
+                  features_of(features, tgt_eval, size, batch, target.num_classes))
+        np.savez(run_dir / "features_before.npz", source=before[0], target=before[1])
+
+    augmenters = (build_augmenter(cfg.source.augment, cfg.seed, "source"),
+                  build_augmenter(cfg.target.augment, cfg.seed + 1, "target"))
+    train_ds = paired_dataset(src_train, tgt_train, size, batch, target.num_classes, cfg.seed,
+                              steps, ac.epochs, initial_epoch, augmenters)
+    val_split = source.splits.get("val")
+    val_ds = build_dataset(val_split, size, batch, source.num_classes) if val_split is not None else None
+
+    best = dict(state.get("best", {})) if in_progress else {}
+    best_path = checkpoint.dir / "best-classifier.weights.h5"
+
+    def on_epoch_end(epoch, logs):
+        logs = {k: float(v) for k, v in logs.items()}
+        if not all(np.isfinite(v) for v in logs.values()):
+            return  # TerminateOnNaN stops the run; the check after fit explains
+        score = logs.get("val_accuracy", -epoch)
+        if ac.selection == "source_val" and score > best.get("score", -np.inf):
+            runs.atomic_save(best_path, classifier.save_weights)
+            best.update(score=score, epoch=epoch + 1)
+        _warn_on_collapse(logs, target.num_classes, epoch)
+        row = {"stage": "adapt", "phase": ac.method, "epoch": epoch + 1, **logs}
+        history.append(row)
+        epoch_callback(model, {"phase": "adapt", "epoch": epoch, "done": [], "history": history, "best": best})
+
+    if not quiet:
+        echo(f"== adapt: {ac.method}, {ac.epochs} epoch(s) x {steps} steps, source {source.name} "
+             f"({len(src_train)} labelled) -> target {target.name} ({len(tgt_train)} unlabelled)")
+    if initial_epoch < ac.epochs:
+        model.fit(
+            train_ds, epochs=ac.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+            validation_data=val_ds, verbose=verbosity, shuffle=False,
+            callbacks=[ProgressCallback(initial_epoch * steps),
+                       _epoch_end(on_epoch_end),
+                       keras.callbacks.TensorBoard(str(run_dir / "logs" / "adapt")),
+                       keras.callbacks.TerminateOnNaN()],
+        )
+        last = history[-1] if history and history[-1].get("stage") == "adapt" else {}
+        if not history or len([h for h in history if h.get("stage") == "adapt"]) < ac.epochs:
+            raise KerastlError(
+                f"adaptation with {ac.method} diverged (a loss became NaN) and was stopped; "
+                f"lower adapt.lr (now {ac.lr}) or adapt.weight (now {ac.weight})"
+                + (f"; last logs: {last}" if last else "")
+            )
+
+    selected = ac.epochs
+    if ac.selection == "source_val" and best_path.exists():
+        classifier.load_weights(best_path)
+        selected = best["epoch"]
+
+    after = (features_of(features, src_eval, size, batch, source.num_classes),
+             features_of(features, tgt_eval, size, batch, target.num_classes))
+    if before is None and (run_dir / "features_before.npz").exists():
+        with np.load(run_dir / "features_before.npz") as f:
+            before = (f["source"], f["target"])
+    report = {
+        "method": ac.method,
+        "selection": {"criterion": ac.selection, "epoch": selected,
+                      "source_val_accuracy": best.get("score")},
+        "proxy_a_distance_after": proxy_a_distance(*after, seed=cfg.seed),
+    }
+    panels = []
+    if before is not None:
+        report["proxy_a_distance_before"] = proxy_a_distance(*before, seed=cfg.seed)
+        panels.append((f"before: PAD {report['proxy_a_distance_before']:.2f}", *before))
+    panels.append((f"after {ac.method}: PAD {report['proxy_a_distance_after']:.2f}", *after))
+    draw_embedding(run_dir / "embedding.png", panels)
+    return report
+
+
+def _epoch_end(fn):
+    import keras
+
+    class _EpochEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            fn(epoch, dict(logs or {}))
+
+    return _EpochEnd()
+
+
+def _warn_on_collapse(logs: dict, num_classes: int, epoch: int):
+    share = logs.get("target_top_class_share")
+    dacc = logs.get("domain_accuracy")
+    # Only once the source is learned: an untrained model predicts one class anyway.
+    if logs.get("source_accuracy", 0.0) > 0.5 and share is not None and share > max(0.5, 3.0 / num_classes):
+        pinned = f" with the domain discriminator at {dacc:.2f}" if dacc is not None else ""
+        log.warning(
+            "epoch %d: %.0f%% of target predictions fall in one class%s: adaptation may be "
+            "collapsing (lower adapt.weight or the method's max_lambda)",
+            epoch + 1, 100 * share, pinned,
+        )
