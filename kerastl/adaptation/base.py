@@ -98,6 +98,10 @@ class AdaptationModel(keras.Model):
         self.target_acc = keras.metrics.CategoricalAccuracy(name="target_accuracy")
         self.build_extra()
 
+    def build(self, input_shape=None):
+        # Every sub-model is a functional model, built at construction.
+        self.built = True
+
     # --- what methods override -------------------------------------------------------
 
     def build_extra(self):

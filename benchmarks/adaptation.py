@@ -1,0 +1,110 @@
+"""Unsupervised domain adaptation on syndigits -> digits: every method, several seeds.
+
+Runs configs/digits_<method>.yaml (source_only, every adaptation method and the
+target_oracle upper bound) for each seed and writes, to benchmarks/results/adaptation.{md,json},
+the mean and spread of target test accuracy and the share of the source-only -> oracle gap
+each method closes: (method - source_only) / (oracle - source_only).
+
+    python benchmarks/adaptation.py [--seeds 0 1 2] [--methods dann cdan ...] [--set k=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ["source_only", "dann", "cdan", "cdan+e", "mdd", "mcd", "wdgrl", "deep_coral", "dan",
+           "target_oracle"]
+
+
+def config_path(method: str) -> Path:
+    return ROOT / "configs" / f"digits_{method.replace('+e', '_e')}.yaml"
+
+
+def run(method: str, seed: int, workdir: Path, overrides: list[str]) -> dict:
+    out = workdir / f"{method}-{seed}"
+    cmd = [sys.executable, "-m", "kerastl", "train", str(config_path(method)), "--quiet",
+           "--out", str(out), "--set", f"seed={seed}"]
+    for o in overrides:
+        cmd += ["--set", o]
+    start = time.time()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    seconds = round(time.time() - start, 1)
+    if proc.returncode != 0:
+        return {"method": method, "seed": seed, "seconds": seconds, "error": proc.stdout[-2000:]}
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"method": method, "seed": seed, "seconds": seconds,
+            "target_test_accuracy": metrics["target_test"]["accuracy"],
+            "source_val_accuracy": metrics["source_val"]["accuracy"],
+            "selected_epoch": metrics["adaptation"]["selection"]["epoch"],
+            "proxy_a_distance": metrics["adaptation"]["proxy_a_distance_after"]}
+
+
+def summarise(rows: list[dict], methods: list[str]) -> dict:
+    out = {}
+    for m in methods:
+        accs = [r["target_test_accuracy"] for r in rows if r["method"] == m and "error" not in r]
+        if accs:
+            out[m] = {"mean": statistics.mean(accs), "stdev": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                      "runs": accs, "seconds": statistics.mean(r["seconds"] for r in rows if r["method"] == m)}
+    if "source_only" in out and "target_oracle" in out:
+        lo, hi = out["source_only"]["mean"], out["target_oracle"]["mean"]
+        for m, s in out.items():
+            s["gap_closed"] = (s["mean"] - lo) / (hi - lo) if hi > lo else None
+    return out
+
+
+def write(rows, summary, seeds, overrides):
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "adaptation.json").write_text(json.dumps(
+        {"machine": machine, "seeds": seeds, "overrides": overrides, "rows": rows, "summary": summary},
+        indent=2) + "\n")
+    lines = ["# Unsupervised domain adaptation: syndigits (labelled) -> digits (unlabelled)", "",
+             f"configs/digits_<method>.yaml, seeds {seeds}"
+             + (f", overrides {overrides}" if overrides else "") + f"; {machine}.", "",
+             "| method | target test accuracy (mean ± stdev) | per seed | gap closed | seconds per run |",
+             "|---|---|---|---|---|"]
+    for m, s in summary.items():
+        gap = s.get("gap_closed")
+        gap_text = "-" if gap is None or m in ("source_only", "target_oracle") else f"{100 * gap:.0f}%"
+        lines.append(f"| {m} | {s['mean']:.3f} ± {s['stdev']:.3f} | "
+                     + ", ".join(f"{a:.3f}" for a in s["runs"]) + f" | {gap_text} | {s['seconds']:.0f} |")
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        lines += ["", "Failed runs: " + ", ".join(f"{r['method']} seed {r['seed']}" for r in failed)]
+    (RESULTS / "adaptation.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override applied to every run, e.g. adapt.epochs=5")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            for method in args.methods:
+                rows.append(run(method, seed, Path(tmp), args.overrides))
+                print(json.dumps(rows[-1])[:300], flush=True)
+                # Written after every run, so an interrupted benchmark keeps what it measured.
+                write(rows, summarise(rows, args.methods), args.seeds, args.overrides)
+    print(write(rows, summarise(rows, args.methods), args.seeds, args.overrides))
+
+
+if __name__ == "__main__":
+    main()
