@@ -132,5 +132,16 @@ def backbones(family):
         click.echo(f"{name:<20}{spec.family:<20}{spec.default_size:>12}{spec.min_size:>10}  {pre}")
 
 
+@main.command()
+def methods():
+    """List the domain adaptation methods (adapt.method) and their parameters (adapt.params)."""
+    from kerastl.adaptation import METHODS
+
+    for name, cls in METHODS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        params = ", ".join(f"{k}={v}" for k, v in cls.HPARAMS.items()) or "none"
+        click.echo(f"{name:<14}{doc}\n{'':<14}params: {params}")
+
+
 if __name__ == "__main__":
     main()

@@ -176,3 +176,11 @@ def test_backbones_command_lists_every_family():
     assert result.exit_code == 0
     for name in ("MobileNetV3Small", "EfficientNetV2B0", "ConvNeXtTiny", "NASNetMobile", "VGG16"):
         assert name in result.output
+
+
+def test_methods_command_lists_every_method_with_parameters():
+    result = CliRunner().invoke(main, ["methods"])
+    assert result.exit_code == 0
+    for name in ("source_only", "target_oracle", "dann", "cdan+e", "mdd", "mcd", "wdgrl", "deep_coral", "dan"):
+        assert name in result.output
+    assert "max_lambda=1.0" in result.output
