@@ -184,3 +184,25 @@ def test_methods_command_lists_every_method_with_parameters():
     for name in ("source_only", "target_oracle", "dann", "cdan+e", "mdd", "mcd", "wdgrl", "deep_coral", "dan"):
         assert name in result.output
     assert "max_lambda=1.0" in result.output
+
+
+def test_class_weights_balance_the_label_distribution():
+    from kerastl.data.pipeline import class_weights
+
+    labels = np.array([0] * 30 + [1] * 10 + [2] * 20)
+    w = class_weights(labels, 3)
+    np.testing.assert_allclose(w, [60 / 90, 60 / 30, 60 / 60], rtol=1e-6)
+    # Each class then carries the same total weight.
+    totals = [w[c] * np.sum(labels == c) for c in range(3)]
+    np.testing.assert_allclose(totals, [20.0] * 3, rtol=1e-6)
+
+
+def test_warmup_then_cosine_schedule():
+    from kerastl.training.trainer import make_schedule
+
+    s = make_schedule(0.1, steps=100, warmup_steps=10)
+    assert float(s(0)) == pytest.approx(0.0, abs=1e-9)
+    assert float(s(5)) == pytest.approx(0.05, rel=1e-4)
+    assert float(s(10)) == pytest.approx(0.1, rel=1e-4)
+    assert float(s(55)) == pytest.approx(0.05, rel=1e-3)  # half-way down the cosine
+    assert float(s(100)) == pytest.approx(0.0, abs=1e-6)
