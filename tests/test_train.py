@@ -74,8 +74,12 @@ def test_resume_after_kill_ends_where_the_uninterrupted_run_does(tmp_path, train
     uninterrupted = trained_run.metrics
     history = (run / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3 + 2 + 4  # every epoch once, none repeated or lost
+    # Batches depend only on (seed, epoch) and the checkpoint holds weights and optimizer
+    # state, so the resumed run ends where the uninterrupted one does (measured: equal to
+    # every printed digit; the tolerance only allows for float reduction order).
     for split in ("source_val", "target_val", "target_test"):
-        assert resumed[split]["accuracy"] == pytest.approx(uninterrupted[split]["accuracy"], abs=0.05)
+        assert resumed[split]["loss"] == pytest.approx(uninterrupted[split]["loss"], abs=1e-4)
+        assert resumed[split]["accuracy"] == pytest.approx(uninterrupted[split]["accuracy"], abs=0.01)
 
 
 def test_cli_train_target_only_from_a_previous_run_on_an_image_folder(tmp_path, trained_run):
