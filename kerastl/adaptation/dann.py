@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, mean_loss, register
+from kerastl.adaptation.base import AdaptationModel, mean_loss, register, replicas
 from kerastl.models.layers import GradientReversal
 
 
@@ -24,13 +24,18 @@ def discriminator(input_dim: int, hidden: int, name: str, outputs: int = 1) -> k
     return keras.Model(inputs, out, name=name)
 
 
-def domain_loss(d_logits, n_source):
-    """Binary cross-entropy of source (1) vs target (0), and the discriminator accuracy."""
+def domain_loss(d_logits, n_source, weights=None):
+    """Binary cross-entropy of source (1) vs target (0), and the discriminator accuracy.
+
+    `weights`, when given, weight the examples (normalised to sum to one per domain).
+    """
     n = tf.shape(d_logits)[0]
     labels = tf.concat([tf.ones([n_source, 1]), tf.zeros([n - n_source, 1])], axis=0)
     loss = keras.losses.binary_crossentropy(labels, d_logits, from_logits=True)
     acc = tf.reduce_mean(tf.cast(tf.equal(tf.cast(d_logits > 0, tf.float32), labels), tf.float32))
-    return mean_loss(loss), acc
+    if weights is None:
+        return mean_loss(loss), acc
+    return tf.reduce_sum(weights * loss) / tf.reduce_sum(weights) / replicas(), acc
 
 
 @register("dann")
@@ -71,19 +76,5 @@ class DANN(AdaptationModel):
         p = tf.concat([ps, pt], axis=0)
         d = self.discriminator(self.grl(self.discriminator_input(f, p)), training=training)
         n_source = tf.shape(fs)[0]
-        weights = self.sample_weights(p, n_source)
-        if weights is None:
-            loss, acc = domain_loss(d, n_source)
-        else:
-            n = tf.shape(d)[0]
-            labels = tf.concat([tf.ones([n_source, 1]), tf.zeros([n - n_source, 1])], axis=0)
-            per = keras.losses.binary_crossentropy(labels, d, from_logits=True)
-            loss = tf.reduce_sum(weights * per) / tf.reduce_sum(weights) / self._replicas()
-            acc = tf.reduce_mean(tf.cast(tf.equal(tf.cast(d > 0, tf.float32), labels), tf.float32))
+        loss, acc = domain_loss(d, n_source, self.sample_weights(p, n_source))
         return loss, {"domain_accuracy": acc, "lambda": lam}
-
-    @staticmethod
-    def _replicas():
-        from kerastl.adaptation.base import replicas
-
-        return replicas()

@@ -114,6 +114,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     from kerastl.data.augment import build_augmenter
     from kerastl.data.pipeline import build_dataset, steps_per_epoch
     from kerastl.models.factory import set_trainable
+    from kerastl.training.trainer import epoch_end_callback
 
     ac = cfg.adapt
     batch = cfg.train.batch_size
@@ -176,7 +177,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
             train_ds, epochs=ac.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
             validation_data=val_ds, verbose=verbosity, shuffle=False,
             callbacks=[ProgressCallback(initial_epoch * steps),
-                       _epoch_end(on_epoch_end),
+                       epoch_end_callback(on_epoch_end),
                        keras.callbacks.TensorBoard(str(run_dir / "logs" / "adapt")),
                        keras.callbacks.TerminateOnNaN()],
         )
@@ -211,16 +212,6 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     panels.append((f"after {ac.method}: PAD {report['proxy_a_distance_after']:.2f}", *after))
     draw_embedding(run_dir / "embedding.png", panels)
     return report
-
-
-def _epoch_end(fn):
-    import keras
-
-    class _EpochEnd(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            fn(epoch, dict(logs or {}))
-
-    return _EpochEnd()
 
 
 def _warn_on_collapse(logs: dict, num_classes: int, epoch: int):

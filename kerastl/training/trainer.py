@@ -159,7 +159,8 @@ class _Checkpoint:
             var.assign(value)
 
 
-def _epoch_callback(on_end):
+def epoch_end_callback(on_end):
+    """A Keras callback calling `on_end(epoch, logs)` after every epoch."""
     import keras
 
     class _EpochEnd(keras.callbacks.Callback):
@@ -380,7 +381,7 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
                 shuffle=False,  # the dataset shuffles per epoch itself (see build_dataset)
                 verbose=_verbosity(quiet),
                 callbacks=[
-                    _epoch_callback(on_epoch_end),
+                    epoch_end_callback(on_epoch_end),
                     keras.callbacks.TensorBoard(str(run_dir / "logs" / phase.key.replace("/", "_"))),
                     keras.callbacks.TerminateOnNaN(),
                 ],
