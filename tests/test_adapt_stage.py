@@ -58,3 +58,27 @@ def test_adapt_without_source_is_a_config_error():
 
     with pytest.raises(ConfigError, match="source: None is not allowed; expected a labelled source"):
         config_from_dict(tiny_config(source=None, adapt={"method": "dann"}))
+
+
+def test_a_nan_loss_stops_the_run_with_a_clear_message(tmp_path):
+    from kerastl.errors import KerastlError
+
+    cfg = tiny_config(
+        target={"labels_per_class": None},
+        adapt={"method": "dann", "epochs": 2, "steps_per_epoch": 3, "optimizer": "sgd",
+               "lr": 1e12, "anneal": False, "params": {"hidden": 16}},
+    )
+    with pytest.raises(KerastlError, match="adaptation with dann diverged .* lower adapt.lr"):
+        train(config_from_dict(cfg), out=str(tmp_path / "run"), quiet=True, echo=lambda s: None)
+
+
+def test_collapse_warning_names_the_share_and_the_discriminator(caplog):
+    from kerastl.training.adapt import _warn_on_collapse
+
+    with caplog.at_level("WARNING", logger="kerastl"):
+        _warn_on_collapse({"source_accuracy": 0.9, "target_top_class_share": 0.2}, 10, 0)
+        assert not caplog.records  # predictions spread over classes: no warning
+        _warn_on_collapse({"source_accuracy": 0.9, "target_top_class_share": 0.85,
+                           "domain_accuracy": 0.5}, 10, 4)
+    assert "epoch 5: 85% of target predictions fall in one class" in caplog.text
+    assert "discriminator at 0.50" in caplog.text
