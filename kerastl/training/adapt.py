@@ -92,8 +92,9 @@ def draw_embedding(path: Path, panels: list[tuple[str, np.ndarray, np.ndarray]])
         x = x - x.mean(axis=0)
         _, _, vt = np.linalg.svd(x, full_matrices=False)
         xy = x @ vt[:2].T
-        lo, hi = xy.min(axis=0), xy.max(axis=0)
-        xy = (xy - lo) / np.maximum(hi - lo, 1e-9) * (side - 40) + 20
+        # Scale by the 1st-99th percentiles: a few outliers must not squash the rest.
+        lo, hi = np.percentile(xy, 1, axis=0), np.percentile(xy, 99, axis=0)
+        xy = np.clip((xy - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0) * (side - 40) + 20
         x0 = i * side
         draw.text((x0 + 10, 8), title, fill="black")
         for j, (px, py) in enumerate(xy):
