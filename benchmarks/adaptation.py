@@ -65,10 +65,10 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
     return out
 
 
-def write(rows, summary, seeds, overrides):
+def write(rows, summary, seeds, overrides, name="adaptation"):
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "adaptation.json").write_text(json.dumps(
+    (RESULTS / f"{name}.json").write_text(json.dumps(
         {"machine": machine, "seeds": seeds, "overrides": overrides, "rows": rows, "summary": summary},
         indent=2) + "\n")
     lines = ["# Unsupervised domain adaptation: syndigits (labelled) -> digits (unlabelled)", "",
@@ -84,7 +84,7 @@ def write(rows, summary, seeds, overrides):
     failed = [r for r in rows if "error" in r]
     if failed:
         lines += ["", "Failed runs: " + ", ".join(f"{r['method']} seed {r['seed']}" for r in failed)]
-    (RESULTS / "adaptation.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     return "\n".join(lines)
 
 
@@ -92,6 +92,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--name", default="adaptation",
+                        help="results file name in benchmarks/results/ (without extension)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override applied to every run, e.g. adapt.epochs=5")
     args = parser.parse_args()
@@ -102,8 +104,8 @@ def main():
                 rows.append(run(method, seed, Path(tmp), args.overrides))
                 print(json.dumps(rows[-1])[:300], flush=True)
                 # Written after every run, so an interrupted benchmark keeps what it measured.
-                write(rows, summarise(rows, args.methods), args.seeds, args.overrides)
-    print(write(rows, summarise(rows, args.methods), args.seeds, args.overrides))
+                write(rows, summarise(rows, args.methods), args.seeds, args.overrides, args.name)
+    print(write(rows, summarise(rows, args.methods), args.seeds, args.overrides, args.name))
 
 
 if __name__ == "__main__":
