@@ -6,7 +6,6 @@ a layer inside the model, so that a saved model takes plain pixels.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
