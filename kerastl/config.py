@@ -36,11 +36,6 @@ def default_config_path() -> Path:
     return Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
-def _check(ok: bool, allowed: str):
-    """Declares a constraint on a field: `field(metadata=_check(...))`."""
-    return ok, allowed
-
-
 @dataclass
 class DataConfig:
     """One domain's data (the `source` or the `target` section)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from kerastl.errors import KerastlError
 
@@ -76,5 +76,3 @@ class Registry(Generic[T]):
     def items(self):
         return self._items.items()
 
-
-Factory = Callable[..., object]

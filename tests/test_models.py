@@ -123,7 +123,7 @@ def test_unfreeze_from_named_layer_and_unknown_name():
 def test_backbone_learning_rate_multiplier_zero_keeps_backbone_still():
     model = _small_model()
     set_trainable(model, "all", "train")
-    bb = [w.copy() for w in get_backbone(model).trainable_weights and [v.numpy() for v in get_backbone(model).trainable_variables]]
+    bb = [v.numpy().copy() for v in get_backbone(model).trainable_variables]
     head = model.get_layer("predictions").get_weights()[0].copy()
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")

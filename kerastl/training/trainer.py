@@ -53,6 +53,8 @@ class RunResult:
 
 
 def plan_phases(cfg: Config) -> list[Phase]:
+    if cfg.adapt is not None:
+        return []  # the adapt stage replaces pretrain + finetune
     phases = []
     stages = ([("pretrain", cfg.train.pretrain)] if cfg.source is not None else []) + [
         ("finetune", cfg.train.finetune)
@@ -301,7 +303,6 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
     if cfg.adapt is not None:
         from kerastl.training.adapt import adapt
 
-        phases = []  # adaptation replaces pretrain + finetune
         adaptation = adapt(
             cfg, run_dir, source, target, classifier, size, checkpoint, state, history,
             quiet, echo, _verbosity(quiet),
