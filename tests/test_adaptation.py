@@ -43,6 +43,28 @@ def test_every_method_trains_a_few_steps_with_finite_losses(method):
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("method", ["dann", "mcd", "wdgrl"])
+def test_methods_train_under_mixed_float16_with_loss_scaling(method):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        classifier = _tiny_classifier()
+        model = METHODS.get(method)(classifier, weight=1.0, total_steps=3)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        if method == "wdgrl":
+            assert isinstance(model.critic_optimizer, keras.optimizers.LossScaleOptimizer)
+        model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+        before = [v.numpy().copy() for v in classifier.trainable_variables]
+        # The dynamic loss scale starts at 2**15 and halves on every overflowing (skipped) step.
+        history = model.fit(_paired(), epochs=1, steps_per_epoch=12, verbose=0, callbacks=[ProgressCallback()])
+        for key, values in history.history.items():
+            assert np.all(np.isfinite(values)), (method, key, values)
+        assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, classifier.trainable_variables))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        keras.backend.clear_session()
+
+
 def test_gradient_reversal_negates_and_scales_gradients_exactly():
     layer = GradientReversal(0.25)
     x = tf.constant([[1.0, -2.0, 3.0]])

@@ -43,7 +43,9 @@ class MCD(AdaptationModel):
             fs = self.features(xs, training=True)
             p1, p2 = self.head(fs, training=True), self.head2(fs, training=True)
             loss_a = ce(ys, p1) + ce(ys, p2)
-        self.optimizer.apply(tape.gradient(self.optimizer.scale_loss(loss_a), g_vars + f_vars), g_vars + f_vars)
+            # scale_loss inside the tape: outside it, mixed precision's scaling is not differentiated.
+            scaled = self.optimizer.scale_loss(loss_a)
+        self.optimizer.apply(tape.gradient(scaled, g_vars + f_vars), g_vars + f_vars)
 
         with tf.GradientTape() as tape:  # (B)
             fs = tf.stop_gradient(self.features(xs, training=True))
@@ -52,13 +54,15 @@ class MCD(AdaptationModel):
             p1t, p2t = self.head(ft, training=True), self.head2(ft, training=True)
             disc_b = discrepancy(p1t, p2t)
             loss_b = ce(ys, p1s) + ce(ys, p2s) - disc_b / r
-        self.optimizer.apply(tape.gradient(self.optimizer.scale_loss(loss_b), f_vars), f_vars)
+            scaled = self.optimizer.scale_loss(loss_b)
+        self.optimizer.apply(tape.gradient(scaled, f_vars), f_vars)
 
         for _ in range(int(self.hp["num_k"])):  # (C)
             with tf.GradientTape() as tape:
                 ft = self.features(xt, training=True)
                 disc_c = discrepancy(self.head(ft, training=True), self.head2(ft, training=True)) / r
-            self.optimizer.apply(tape.gradient(self.optimizer.scale_loss(disc_c), g_vars), g_vars)
+                scaled = self.optimizer.scale_loss(disc_c)
+            self.optimizer.apply(tape.gradient(scaled, g_vars), g_vars)
 
         ps = self.head(self.features(xs, training=False), training=False)
         pt = self.head(self.features(xt, training=False), training=False)

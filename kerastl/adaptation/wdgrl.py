@@ -24,14 +24,18 @@ class WDGRL(AdaptationModel):
         x = keras.layers.Dense(int(self.hp["hidden"]), activation="relu")(inputs)
         out = keras.layers.Dense(1, dtype="float32")(x)
         self.critic = keras.Model(inputs, out, name="critic")
-        self.critic_optimizer = keras.optimizers.Adam(float(self.hp["critic_lr"]))
+        optimizer = keras.optimizers.Adam(float(self.hp["critic_lr"]))
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            # Keras wraps the compiled optimizer in a LossScaleOptimizer; this one it never sees.
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        self.critic_optimizer = optimizer
         self.critic_optimizer.build(self.critic.trainable_variables)
 
     def wasserstein(self, fs, ft):
         return tf.reduce_mean(self.critic(fs)) - tf.reduce_mean(self.critic(ft))
 
     def train_critic(self, fs, ft):
-        fs, ft = tf.stop_gradient(fs), tf.stop_gradient(ft)
+        fs, ft = tf.cast(tf.stop_gradient(fs), "float32"), tf.cast(tf.stop_gradient(ft), "float32")
         n = tf.minimum(tf.shape(fs)[0], tf.shape(ft)[0])
         for _ in range(int(self.hp["critic_steps"])):
             alpha = tf.random.uniform([n, 1])
@@ -43,7 +47,8 @@ class WDGRL(AdaptationModel):
                 grad = inner.gradient(c, inter)
                 penalty = tf.reduce_mean(tf.square(tf.norm(grad + 1e-12, axis=1) - 1.0))
                 loss = (-self.wasserstein(fs, ft) + self.hp["gp_weight"] * penalty) / replicas()
-            grads = tape.gradient(loss, self.critic.trainable_variables)
+                scaled = self.critic_optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, self.critic.trainable_variables)
             self.critic_optimizer.apply(grads, self.critic.trainable_variables)
 
     def adaptation_loss(self, fs, ft, ps, pt, training=True):
