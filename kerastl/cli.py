@@ -40,10 +40,14 @@ def main():
     kerastl train my.yaml --set train.batch_size=32
     kerastl evaluate saved_models/RUN   per-class report and confusion matrix
     kerastl predict saved_models/RUN img.jpg
+    kerastl export saved_models/RUN     SavedModel for TF Serving
+    kerastl convert saved_models/RUN --quantize int8   TFLite for phones
     kerastl backbones                   the backbones you can use
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    # TensorFlow's Python logger announces every SavedModel asset it writes.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -97,16 +101,20 @@ def evaluate(run, data, split, top_k, as_json):
 
 
 @main.command()
-@click.argument("run", type=click.Path(file_okay=False))
+@click.argument("model", metavar="MODEL", type=click.Path())
 @click.argument("images", nargs=-1, required=True)
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_user_errors
-def predict(run, images, top_k, as_json):
-    """Top-k labels with probabilities for IMAGES (files or folders) with RUN's model."""
+def predict(model, images, top_k, as_json):
+    """Top-k labels with probabilities for IMAGES (files or folders).
+
+    MODEL is a run directory, a .keras file (with labels.txt beside it), a SavedModel
+    directory (RUN/serving/<version>), a .tflite or an .onnx file written by kerastl.
+    """
     from kerastl.predict import predict_images
 
-    results = predict_images(run, list(images), top_k=top_k)
+    results = predict_images(model, list(images), top_k=top_k)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -116,6 +124,69 @@ def predict(run, images, top_k, as_json):
         else:
             preds = "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])
             click.echo(f"{r['image']}\t{preds}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1),
+              help="How many classes the top_k_classes/top_k_scores outputs hold.")
+@click.option("--max-images", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Test images the export is checked on.")
+@_user_errors
+def export(run, top_k, max_images):
+    """SavedModel for TF Serving in RUN/serving/<next version>/.
+
+    \b
+    Signatures:
+      serving_default  image_bytes: string[batch] (JPEG/PNG; REST {"b64": ...})
+      serving_images   images: uint8[batch, height, width, 3]
+    Outputs: scores, classes, top_k_scores, top_k_classes. Decoding, resizing and the
+    backbone's preprocessing run inside the graph. The export is checked against
+    model.keras on the run's test images before it is put in place.
+    """
+    from kerastl.export.serving import export_serving
+    from kerastl.export.verify import format_rows
+
+    click.echo("Exporting the SavedModel and checking it against model.keras ...")
+    path, row = export_serving(run, top_k=top_k, max_images=max_images)
+    click.echo(format_rows([row]))
+    click.echo(f"Wrote {path}  (serve with: tensorflow_model_server --rest_api_port=8501 "
+               f"--model_name=kerastl --model_base_path={path.parent.resolve()})")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", default="tflite", show_default=True, type=click.Choice(["tflite", "onnx"]))
+@click.option("--quantize", default="none", show_default=True,
+              type=click.Choice(["none", "dynamic", "float16", "int8"]),
+              help="TFLite weights/activations: float32, dynamic-range int8 weights, float16 weights, "
+                   "or full integer (calibrated on the run's training images).")
+@click.option("--io-type", default="float32", show_default=True, type=click.Choice(["float32", "uint8", "int8"]),
+              help="With --quantize int8: integer input and output tensors (microcontrollers, Edge TPU).")
+@click.option("--calibration-size", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Training images for int8 calibration.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1),
+              help="Fail (and write nothing) when top-1 agreement with model.keras is lower "
+                   "[default: 0.99; dynamic 0.97; int8 0.95].")
+@click.option("--max-images", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Test images the conversion is checked on.")
+@_user_errors
+def convert(run, fmt, quantize, io_type, calibration_size, min_agreement, max_images):
+    """Convert RUN's model to TFLite (RUN/model[-QUANT].tflite) or ONNX (RUN/model.onnx).
+
+    The class names are embedded in the file. The converted model is run on the run's
+    test images (LiteRT or onnxruntime) and compared with model.keras: file size, top-1
+    agreement, accuracy and latency per image at batch 1 are printed and kept in
+    RUN/exports.json.
+    """
+    from kerastl.export.convert import convert_run
+    from kerastl.export.verify import format_rows
+
+    path, row, keras_row = convert_run(run, fmt=fmt, quantize=quantize, io_type=io_type,
+                                       calibration_size=calibration_size, min_agreement=min_agreement,
+                                       max_images=max_images, echo=click.echo)
+    click.echo(format_rows([keras_row, row]))
+    click.echo(f"Wrote {path}")
 
 
 @main.command()

@@ -90,33 +90,35 @@ def collect_images(paths: tuple[str, ...] | list[str]) -> list[str]:
     return files
 
 
-def predict_images(run_path: str, images: list[str], top_k: int = 3, batch_size: int = 32) -> list[dict]:
+def predict_images(target: str, images: list[str], top_k: int = 3, batch_size: int = 32) -> list[dict]:
     """Top-k labels with probabilities for each image file.
 
-    Files that cannot be decoded get an `error` entry instead of predictions.
+    `target` is a run directory, a .keras file, a SavedModel directory, a .tflite or an
+    .onnx file: every format gets the same images and gives the same labels. Files that
+    cannot be decoded get an `error` entry instead of predictions.
     """
     import tensorflow as tf
 
     from kerastl.data.images import read_rgb
     from kerastl.data.pipeline import resize
+    from kerastl.export.artifacts import load_artifact
 
-    run = runs.require_run(run_path, need=(runs.MODEL, runs.LABELS))
-    labels = runs.read_labels(run)
-    model = load_run_model(run)
-    size = input_size(model)
+    files = collect_images(images)
+    model = load_artifact(target)
+    labels = model.labels
     k = min(top_k, len(labels))
     results: list[dict] = []
     decoded, order = [], []
-    for path in collect_images(images):
+    for path in files:
         try:
-            decoded.append(resize(tf.constant(read_rgb(path)), size).numpy())
+            decoded.append(resize(tf.constant(read_rgb(path)), model.size).numpy())
             order.append(len(results))
             results.append({"image": path})
         except Exception as err:
             results.append({"image": path, "error": f"{type(err).__name__}: {err}"})
+    good = [results[i]["image"] for i in order]
     for start in range(0, len(decoded), batch_size):
-        batch = np.stack(decoded[start : start + batch_size])
-        probs = np.asarray(model(batch, training=False))
+        probs = model.predict_files(decoded[start : start + batch_size], good[start : start + batch_size])
         for row, idx in zip(probs, order[start : start + batch_size]):
             top = np.argsort(-row)[:k]
             results[idx]["predictions"] = [

@@ -1,0 +1,1 @@
+"""Shipping a run: SavedModel for TF Serving, TFLite and ONNX, each checked against Keras."""

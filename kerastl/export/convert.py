@@ -1,0 +1,162 @@
+"""`kerastl convert RUN`: TFLite (float, dynamic-range, float16, full int8) and ONNX.
+
+TFLite goes through a SavedModel (`model.export`, then `TFLiteConverter.from_saved_model`;
+`from_keras_model` is unreliable with Keras 3). The class names travel inside the file:
+a zip archive holding labels.txt is appended to the flatbuffer, the layout TFLite
+metadata uses for associated files (`zipfile.ZipFile("model.tflite").read("labels.txt")`,
+or the TFLite Support metadata extractor on a phone). ONNX keeps them in the model's
+`metadata_props`. Each converted file is run on the run's test images (LiteRT /
+onnxruntime), compared with model.keras, and only renamed into place when its top-1
+agreement reaches the floor.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from kerastl import runs
+from kerastl.errors import KerastlError
+
+QUANTIZE = ("none", "dynamic", "float16", "int8")
+IO_TYPES = ("float32", "uint8", "int8")
+# Default top-1 agreement floors: float formats must agree (almost) everywhere, int8 may
+# flip a few borderline images.
+MIN_AGREEMENT = {"none": 0.99, "float16": 0.99, "dynamic": 0.97, "int8": 0.95, "onnx": 0.99}
+
+
+def output_name(quantize: str, fmt: str = "tflite", io_type: str = "float32") -> str:
+    if fmt == "onnx":
+        return "model.onnx"
+    name = "model" if quantize == "none" else f"model-{quantize}"
+    if io_type != "float32":
+        name += f"-{io_type}io"
+    return name + ".tflite"
+
+
+def calibration_images(run: Path, size: int, count: int):
+    """Up to `count` images of the run's training data (target train, then source train)."""
+    from kerastl.config import load_config
+    from kerastl.export.verify import run_images
+
+    cfg = load_config(run / runs.CONFIG)
+    images = run_images(run, size, split="train", max_images=count).images
+    if len(images) < count and cfg.source is not None:
+        more = run_images(run, size, split="train", max_images=count - len(images), which="source").images
+        images = np.concatenate([images, more])
+    return images
+
+
+def tflite_bytes(model, quantize: str, io_type: str, calibration) -> bytes:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantize == "int8":
+
+            def representative():
+                for image in calibration:
+                    yield [image[None].astype(np.float32)]
+
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if io_type != "float32":
+                converter.inference_input_type = getattr(tf, io_type)
+                converter.inference_output_type = getattr(tf, io_type)
+        return converter.convert()
+
+
+def with_labels(flatbuffer: bytes, labels: list[str]) -> bytes:
+    from kerastl.export.artifacts import TFLITE_LABELS
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(TFLITE_LABELS, "\n".join(labels) + "\n")
+    return flatbuffer + archive.getvalue()
+
+
+def onnx_bytes(model, labels: list[str]) -> bytes:
+    from kerastl.export.artifacts import ONNX_LABELS_KEY, import_onnx
+
+    onnx, _ = import_onnx()
+    try:
+        import tf2onnx  # noqa: F401  (Keras' ONNX export needs it)
+    except ImportError as err:
+        raise KerastlError("ONNX export needs tf2onnx: pip install 'kerastl[onnx]'") from err
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        model.export(path, format="onnx", verbose=False)
+        proto = onnx.load(path)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_LABELS_KEY, json.dumps(labels)
+    return proto.SerializeToString()
+
+
+def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_type: str = "float32",
+                calibration_size: int = 200, min_agreement: float | None = None,
+                max_images: int | None = 1000, echo=print) -> tuple[Path, dict, dict]:
+    """Converts RUN's model.keras; returns (path, row for the file, row for model.keras)."""
+    from kerastl.export import verify
+    from kerastl.export.artifacts import KerasArtifact, OnnxArtifact, TFLiteArtifact
+
+    run = runs.require_run(run_path, need=(runs.MODEL, runs.LABELS, runs.CONFIG))
+    if fmt not in ("tflite", "onnx"):
+        raise KerastlError(f"--format {fmt}: must be tflite or onnx")
+    if quantize not in QUANTIZE:
+        raise KerastlError(f"--quantize {quantize}: must be one of {', '.join(QUANTIZE)}")
+    if io_type not in IO_TYPES:
+        raise KerastlError(f"--io-type {io_type}: must be one of {', '.join(IO_TYPES)}")
+    if io_type != "float32" and quantize != "int8":
+        raise KerastlError(f"--io-type {io_type}: integer inputs and outputs need --quantize int8")
+    if fmt == "onnx" and (quantize != "none" or io_type != "float32"):
+        raise KerastlError("--format onnx: --quantize and --io-type apply to TFLite only")
+    if calibration_size < 1:
+        raise KerastlError(f"--calibration-size {calibration_size}: must be at least 1")
+    floor = MIN_AGREEMENT["onnx" if fmt == "onnx" else quantize] if min_agreement is None else min_agreement
+
+    keras_model = KerasArtifact(run / runs.MODEL, runs.read_labels(run))
+    data = verify.run_images(run, keras_model.size, max_images=max_images)
+    reference = keras_model.predict(data.images)
+    if fmt == "onnx":
+        echo("Exporting ONNX (tf2onnx) ...")
+        blob = onnx_bytes(keras_model.model, keras_model.labels)
+    else:
+        calibration = None
+        if quantize == "int8":
+            calibration = calibration_images(run, keras_model.size, calibration_size)
+            echo(f"Calibrating int8 on {len(calibration)} training images ...")
+        echo(f"Converting to TFLite (quantize: {quantize}) ...")
+        blob = with_labels(tflite_bytes(keras_model.model, quantize, io_type, calibration), keras_model.labels)
+
+    path = run / output_name(quantize, fmt, io_type)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        tmp.write_bytes(blob)
+        artifact = OnnxArtifact(tmp) if fmt == "onnx" else TFLiteArtifact(tmp)
+        echo(f"Checking against model.keras on {len(data.labels)} images of {data.source} ...")
+        row = verify.compare(artifact, reference, data)
+        row["quantize"], row["io_type"], row["min_agreement"] = quantize, io_type, floor
+        verify.require_agreement(row, floor, path.name)
+        del artifact  # release the file before renaming it
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if not (run / runs.LABELS).exists():
+        runs.atomic_write(run / runs.LABELS, "\n".join(keras_model.labels) + "\n")
+    row["file"] = str(path)
+    verify.record(run, path.name, row)
+    keras_row = verify.compare(keras_model, reference, data)
+    verify.record(run, runs.MODEL, keras_row)
+    return path, row, keras_row

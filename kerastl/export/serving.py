@@ -1,0 +1,151 @@
+"""`kerastl export RUN`: a SavedModel in TF Serving's layout, RUN/serving/<version>/.
+
+Built with Keras 3's export API (`keras.export.ExportArchive`). Two signatures:
+
+- `serving_default(image_bytes: string[batch])`: JPEG/PNG/GIF/BMP bytes (what the REST
+  API's `{"b64": ...}` turns into), decoded, composited on black if they have alpha,
+  resized and preprocessed inside the graph;
+- `serving_images(images: uint8[batch, height, width, 3])`: already decoded images of any
+  size, resized inside the graph.
+
+Both return `scores` (float32[batch, classes], in labels.txt order), `classes`
+(string[batch, classes], the class name of every score), `top_k_scores` and
+`top_k_classes` (float32/string[batch, k]).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from kerastl import runs
+from kerastl.errors import KerastlError
+
+SERVING = "serving"
+
+
+def _decode(data, size: int):
+    """Encoded image bytes -> (size, size, 3) float32, as kerastl's own reader decodes them."""
+    import tensorflow as tf
+
+    from kerastl.data.pipeline import resize
+
+    image = tf.io.decode_image(data, channels=0, expand_animations=False)
+    image = tf.cast(image, tf.float32)
+    channels = tf.shape(image)[-1]
+    color = tf.cond(channels >= 3, lambda: image[..., :3], lambda: tf.tile(image[..., :1], [1, 1, 3]))
+    has_alpha = tf.logical_or(tf.equal(channels, 2), tf.equal(channels, 4))
+    alpha = tf.cond(has_alpha, lambda: image[..., -1:] / 255.0, lambda: tf.ones_like(image[..., :1]))
+    # Transparent pixels on black, rounded to 8 bits like kerastl's PIL reader.
+    return resize(tf.round(color * alpha), size)
+
+
+def build_archive(model, labels: list[str], size: int, top_k: int):
+    import keras
+    import tensorflow as tf
+
+    from kerastl.data.pipeline import resize
+
+    names = tf.constant(labels)
+    k = min(top_k, len(labels))
+
+    def outputs(images):
+        scores = tf.cast(model(images, training=False), tf.float32)
+        top_scores, top_index = tf.math.top_k(scores, k=k)
+        batch = tf.shape(scores)[0]
+        return {
+            "scores": scores,
+            "classes": tf.tile(names[None], [batch, 1]),
+            "top_k_scores": top_scores,
+            "top_k_classes": tf.gather(names, top_index),
+        }
+
+    def from_bytes(image_bytes):
+        images = tf.map_fn(lambda b: _decode(b, size), image_bytes,
+                           fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
+        return outputs(images)
+
+    def from_images(images):
+        return outputs(resize(images, size))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", from_bytes,
+                         input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    archive.add_endpoint("serving_images", from_images,
+                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    return archive
+
+
+def next_version(base: Path) -> int:
+    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.exists() else []
+    return max(versions, default=0) + 1
+
+
+def export_serving(run_path: str, top_k: int = 5, min_agreement: float = 0.999, max_images: int | None = 1000):
+    """Writes RUN/serving/<next version>/, checks it against model.keras, returns (path, row)."""
+    from kerastl.export import verify
+    from kerastl.export.artifacts import SERVING_INFO, KerasArtifact, SavedModelArtifact
+
+    run = runs.require_run(run_path, need=(runs.MODEL, runs.LABELS, runs.CONFIG))
+    if top_k < 1:
+        raise KerastlError(f"--top-k {top_k}: must be at least 1")
+    keras_model = KerasArtifact(run / runs.MODEL, runs.read_labels(run))
+    base = run / SERVING
+    base.mkdir(exist_ok=True)
+    # Written under a hidden name (TF Serving ignores non-numeric folders), checked, then
+    # renamed: a crash never leaves a half-written version for a server to pick up.
+    tmp = base / f".tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build_archive(keras_model.model, keras_model.labels, keras_model.size, top_k).write_out(str(tmp), verbose=False)
+        info = tmp / SERVING_INFO
+        info.parent.mkdir(parents=True, exist_ok=True)
+        info.write_text(json.dumps({"labels": keras_model.labels, "image_size": keras_model.size,
+                                    "top_k": min(top_k, len(keras_model.labels))}) + "\n")
+        data = verify.run_images(run, keras_model.size, max_images=max_images)
+        row = verify.compare(SavedModelArtifact(tmp), keras_model.predict(data.images), data)
+        verify.require_agreement(row, min_agreement, "SavedModel")
+        version = next_version(base)
+        path = base / str(version)
+        os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    row["file"] = str(path)
+    verify.record(run, f"{SERVING}/{version}", row)
+    return path, row
+
+
+def rest_request(images: list[bytes], signature: str = "serving_default") -> dict:
+    """The body of a TF Serving REST predict request for encoded images (row format)."""
+    return {"signature_name": signature,
+            "instances": [{"b64": base64.b64encode(data).decode("ascii")} for data in images]}
+
+
+def rest_predict(signature_fn, body: dict) -> dict:
+    """What TF Serving does with `body` for a one-input string signature, in Python.
+
+    `{"b64": ...}` objects become bytes, the instances one batch; each output is split back
+    into one object per instance (TF Serving's row format). Used to test request bodies
+    against the loaded signature without a server.
+    """
+    import tensorflow as tf
+
+    instances = body["instances"]
+    data = [base64.b64decode(i["b64"]) if isinstance(i, dict) else i for i in instances]
+    out = signature_fn(image_bytes=tf.constant(data))
+
+    def plain(v):
+        v = v.tolist() if isinstance(v, np.ndarray) else v
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v.decode() if isinstance(v, bytes) else v
+
+    arrays = {name: t.numpy() for name, t in out.items()}
+    return {"predictions": [{name: plain(a[i]) for name, a in sorted(arrays.items())}
+                            for i in range(len(data))]}

@@ -1,0 +1,96 @@
+"""Checks an exported model against the run's Keras model on the run's test images.
+
+Every artifact (SavedModel, .tflite, .onnx) is run on the same images as `model.keras`;
+the check measures top-1 agreement, accuracy, the largest score difference, file size
+and latency per image at batch 1. The rows are kept in RUN/exports.json and printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kerastl import runs
+from kerastl.errors import KerastlError
+
+EXPORTS = "exports.json"
+
+
+@dataclasses.dataclass
+class CheckImages:
+    images: np.ndarray  # (N, size, size, 3) float32, 0..255
+    labels: np.ndarray  # (N,) int
+    source: str  # e.g. "digits:test"
+
+
+def run_images(run: Path, size: int, split: str = "test", max_images: int | None = 1000,
+               which: str = "target") -> CheckImages:
+    """Decoded, resized images of one split of the run's target (or source) domain."""
+    from kerastl.config import load_config
+    from kerastl.data.domain import load_domain
+    from kerastl.data.pipeline import build_dataset
+
+    cfg = load_config(run / runs.CONFIG)
+    data_cfg = cfg.target if which == "target" else cfg.source
+    domain = load_domain(data_cfg, cfg.seed, which)
+    if split not in domain.splits:
+        split = "val" if "val" in domain.splits else "train"
+    part = domain.splits[split]
+    if max_images is not None and len(part) > max_images:
+        part = part.subset(np.random.default_rng(cfg.seed).permutation(len(part))[:max_images])
+    ds = build_dataset(part, size, 64, domain.num_classes, cache=False)
+    xs, ys = [], []
+    for x, y in ds:
+        xs.append(x.numpy())
+        ys.append(np.argmax(y.numpy(), axis=1))
+    return CheckImages(np.concatenate(xs), np.concatenate(ys), f"{domain.name}:{split}")
+
+
+def compare(artifact, reference_probs: np.ndarray, data: CheckImages, latency_images: int = 50) -> dict:
+    probs = artifact.predict(data.images)
+    top = probs.argmax(axis=1)
+    return {
+        "format": artifact.format,
+        "file": str(artifact.path),
+        "size_mb": round(artifact.size_bytes / 2**20, 3),
+        "agreement": float(np.mean(top == reference_probs.argmax(axis=1))),
+        "accuracy": float(np.mean(top == data.labels)),
+        "max_score_diff": float(np.max(np.abs(probs - reference_probs))),
+        "latency_ms": round(artifact.latency_ms(data.images, latency_images), 3),
+        "images": data.source + f" ({len(data.labels)})",
+    }
+
+
+def record(run: Path, key: str, row: dict):
+    """Adds `row` under `key` in RUN/exports.json (atomically)."""
+    path = run / EXPORTS
+    rows = {}
+    if path.exists():
+        try:
+            rows = json.loads(path.read_text())
+        except ValueError:
+            rows = {}
+    rows[key] = row
+    runs.write_json(path, rows)
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = [f"{'format':<12}{'file':<28}{'size MB':>9}{'agreement':>11}{'accuracy':>10}"
+             f"{'max |dp|':>10}{'ms/image':>10}"]
+    for r in rows:
+        name = Path(r["file"]).name if not Path(r["file"]).is_dir() else str(Path(*Path(r["file"]).parts[-2:]))
+        lines.append(f"{r['format']:<12}{name:<28}{r['size_mb']:>9.3f}{r['agreement']:>11.4f}"
+                     f"{r['accuracy']:>10.4f}{r['max_score_diff']:>10.2g}{r['latency_ms']:>10.3f}")
+    return "\n".join(lines)
+
+
+def require_agreement(row: dict, floor: float, what: str):
+    if row["agreement"] < floor:
+        raise KerastlError(
+            f"{what}: top-1 agreement with the Keras model is {row['agreement']:.4f} on "
+            f"{row['images']}, under the floor {floor}; nothing was written. Lower the floor with "
+            "--min-agreement if that is acceptable, or try another --quantize mode"
+        )

@@ -1,0 +1,218 @@
+"""Shipping a run: SavedModel (TF Serving), TFLite in LiteRT, ONNX in onnxruntime, predict on each."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kerastl.cli import main
+from kerastl.errors import KerastlError
+
+
+@pytest.fixture(scope="module")
+def run(trained_run, tmp_path_factory):
+    """A copy of the shared tiny run, so exports written here do not leak into other tests."""
+    dst = tmp_path_factory.mktemp("export") / "run"
+    shutil.copytree(trained_run.run_dir, dst, ignore=shutil.ignore_patterns("checkpoint", "logs"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def pngs(run, tmp_path_factory):
+    """Eight target test images as 32x32 PNG files (the model's input size: no resampling)."""
+    from PIL import Image
+
+    from kerastl.export.verify import run_images
+
+    data = run_images(run, 32, max_images=8)
+    folder = tmp_path_factory.mktemp("pngs")
+    files = []
+    for i, image in enumerate(data.images):
+        path = folder / f"{i}.png"
+        Image.fromarray(image.astype(np.uint8)).save(path)
+        files.append(str(path))
+    return files, data.images
+
+
+@pytest.fixture(scope="module")
+def keras_model(run):
+    from kerastl import runs
+    from kerastl.export.artifacts import KerasArtifact
+
+    return KerasArtifact(run / runs.MODEL, runs.read_labels(run))
+
+
+@pytest.fixture(scope="module")
+def serving(run):
+    from kerastl.export.serving import export_serving
+
+    path, row = export_serving(str(run), top_k=3, max_images=100)
+    return path, row
+
+
+def test_export_writes_versions_and_never_overwrites(run, serving):
+    from kerastl.export.serving import export_serving
+
+    path, row = serving
+    assert path == run / "serving" / "1"
+    assert row["agreement"] == 1.0 and row["max_score_diff"] < 1e-5
+    again, _ = export_serving(str(run), top_k=3, max_images=20)
+    assert again == run / "serving" / "2"
+    assert (path / "saved_model.pb").is_file()
+    assert not [p for p in (run / "serving").iterdir() if p.name.startswith(".")]
+    assert "serving/1" in json.loads((run / "exports.json").read_text())
+
+
+def test_saved_model_cli_lists_both_signatures(serving):
+    path, _ = serving
+    cli = shutil.which("saved_model_cli")
+    cmd = [cli] if cli else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    out = subprocess.run(cmd + ["show", "--dir", str(path), "--all"], capture_output=True, text=True,
+                         check=True).stdout
+    default = out[out.index("signature_def['serving_default']"):out.index("signature_def['serving_images']")]
+    images = out[out.index("signature_def['serving_images']"):]
+    assert "inputs['image_bytes']" in default and "DT_STRING" in default and "shape: (-1)" in default
+    assert "inputs['images']" in images and "DT_UINT8" in images and "shape: (-1, -1, -1, 3)" in images
+    for name, shape in [("scores", "(-1, 10)"), ("classes", "(-1, 10)"), ("top_k_scores", "(-1, 3)"),
+                        ("top_k_classes", "(-1, 3)")]:
+        block = default[default.index(f"outputs['{name}']"):]
+        assert shape in block.split("name:")[0], (name, block[:200])
+
+
+def test_fresh_tensorflow_process_loads_it_and_predicts_like_keras(serving, pngs, keras_model, tmp_path):
+    path, _ = serving
+    files, images = pngs
+    np.save(tmp_path / "images.npy", images.astype(np.uint8))
+    script = f"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+m = tf.saved_model.load({str(path)!r})
+x = np.load({str(tmp_path / "images.npy")!r})
+a = m.signatures["serving_images"](images=tf.constant(x))
+data = [open(f, "rb").read() for f in {files!r}]
+b = m.signatures["serving_default"](image_bytes=tf.constant(data))
+assert "kerastl" not in sys.modules
+print(json.dumps({{"images": a["scores"].numpy().tolist(), "bytes": b["scores"].numpy().tolist(),
+                  "top": [c.decode() for c in b["top_k_classes"].numpy()[:, 0]]}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = keras_model.predict(images)
+    np.testing.assert_allclose(out["images"], expected, atol=1e-5)
+    np.testing.assert_allclose(out["bytes"], expected, atol=1e-5)
+    assert out["top"] == [keras_model.labels[i] for i in expected.argmax(1)]
+
+
+def test_rest_request_body_is_accepted_by_the_signature(serving, pngs, keras_model):
+    import tensorflow as tf
+
+    from kerastl.export.serving import rest_predict, rest_request
+
+    path, _ = serving
+    files, images = pngs
+    body = json.loads(json.dumps(rest_request([open(f, "rb").read() for f in files[:2]])))
+    assert body["signature_name"] == "serving_default" and set(body["instances"][0]) == {"b64"}
+    response = rest_predict(tf.saved_model.load(str(path)).signatures["serving_default"], body)
+    expected = keras_model.predict(images[:2])
+    assert len(response["predictions"]) == 2
+    for pred, probs in zip(response["predictions"], expected):
+        assert set(pred) == {"classes", "scores", "top_k_classes", "top_k_scores"}
+        assert pred["classes"] == keras_model.labels
+        assert pred["top_k_classes"][0] == keras_model.labels[int(probs.argmax())]
+        np.testing.assert_allclose(pred["scores"], probs, atol=1e-5)
+    json.dumps(response)  # the response body is plain JSON
+
+
+# Floors for the tiny, barely trained test model (target accuracy ~0.4: many borderline
+# images); the CLI defaults are stricter and meant for trained models.
+@pytest.mark.parametrize("quantize,io_type,floor", [
+    ("none", "float32", 0.99), ("dynamic", "float32", 0.9), ("float16", "float32", 0.97),
+    ("int8", "float32", 0.85), ("int8", "uint8", 0.85), ("int8", "int8", 0.85),
+])
+def test_every_quantization_converts_runs_in_litert_and_agrees(run, quantize, io_type, floor):
+    from kerastl.export.artifacts import TFLiteArtifact, read_tflite_labels
+    from kerastl.export.convert import convert_run
+
+    path, row, keras_row = convert_run(str(run), quantize=quantize, io_type=io_type, calibration_size=50,
+                                       min_agreement=floor, max_images=200, echo=lambda s: None)
+    assert path.name == {"none": "model.tflite"}.get(quantize, f"model-{quantize}" + (
+        f"-{io_type}io" if io_type != "float32" else "") + ".tflite")
+    assert row["agreement"] >= floor and row["latency_ms"] > 0 and row["size_mb"] > 0
+    assert keras_row["agreement"] == 1.0
+    labels = (run / "labels.txt").read_text().split()
+    assert read_tflite_labels(path) == labels
+    interpreter_input = TFLiteArtifact(path).input
+    assert interpreter_input["dtype"] == np.dtype(io_type)
+    assert json.loads((run / "exports.json").read_text())[path.name]["agreement"] == row["agreement"]
+
+
+def test_labels_are_recoverable_from_the_tflite_file_alone(run, tmp_path):
+    from kerastl.export.convert import convert_run
+
+    path, _, _ = convert_run(str(run), max_images=50, echo=lambda s: None)
+    alone = tmp_path / "phone" / "model.tflite"
+    alone.parent.mkdir()
+    shutil.copy(path, alone)
+    with zipfile.ZipFile(alone) as z:
+        assert z.read("labels.txt").decode().split() == (run / "labels.txt").read_text().split()
+
+
+def test_conversion_under_the_floor_fails_and_keeps_the_old_file(run):
+    from kerastl.export.convert import convert_run
+
+    target = run / "model-int8.tflite"
+    target.write_bytes(b"the good model from before")
+    with pytest.raises(KerastlError, match="under the floor 1.0; nothing was written"):
+        convert_run(str(run), quantize="int8", calibration_size=20, min_agreement=1.0, max_images=200,
+                    echo=lambda s: None)
+    assert target.read_bytes() == b"the good model from before"
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]
+    target.unlink()
+
+
+def test_onnx_export_runs_in_onnxruntime_and_agrees(run):
+    from kerastl.export.artifacts import OnnxArtifact
+    from kerastl.export.convert import convert_run
+
+    path, row, _ = convert_run(str(run), fmt="onnx", max_images=100, echo=lambda s: None)
+    assert path.name == "model.onnx" and row["agreement"] == 1.0 and row["max_score_diff"] < 1e-4
+    assert OnnxArtifact(path).labels == (run / "labels.txt").read_text().split()
+
+
+def test_predict_gives_the_same_labels_on_every_format(run, serving, pngs):
+    from kerastl.export.convert import convert_run
+    from kerastl.predict import predict_images
+
+    files, _ = pngs
+    for fmt in ("tflite", "onnx"):
+        if not (run / f"model.{fmt}").exists():
+            convert_run(str(run), fmt=fmt, max_images=50, echo=lambda s: None)
+    targets = [run, run / "model.keras", serving[0], run / "model.tflite", run / "model.onnx"]
+    results = {str(t): predict_images(str(t), files, top_k=2) for t in targets}
+    reference = results[str(run)]
+    for target, res in results.items():
+        assert [r["predictions"][0]["label"] for r in res] == [r["predictions"][0]["label"] for r in reference], target
+        for r, ref in zip(res, reference):
+            assert r["predictions"][0]["probability"] == pytest.approx(ref["predictions"][0]["probability"], abs=1e-4)
+
+
+def test_cli_convert_and_predict_report_user_mistakes(run, pngs, tmp_path):
+    cli = CliRunner()
+    result = cli.invoke(main, ["convert", str(run), "--io-type", "uint8"])
+    assert result.exit_code == 2 and "integer inputs and outputs need --quantize int8" in result.output
+    bogus = tmp_path / "model.tflite"
+    bogus.write_bytes(b"not a model")
+    image = pngs[0][0]
+    result = cli.invoke(main, ["predict", str(bogus), image])
+    assert result.exit_code == 2 and "no embedded labels.txt" in result.output
+    result = cli.invoke(main, ["predict", str(tmp_path / "nothing.onnx"), image])
+    assert result.exit_code == 2 and "no such run directory or model file" in result.output
+    result = cli.invoke(main, ["export", str(tmp_path)])
+    assert result.exit_code == 2 and "model.keras" in result.output
