@@ -216,3 +216,22 @@ def test_cli_convert_and_predict_report_user_mistakes(run, pngs, tmp_path):
     assert result.exit_code == 2 and "no such run directory or model file" in result.output
     result = cli.invoke(main, ["export", str(tmp_path)])
     assert result.exit_code == 2 and "model.keras" in result.output
+
+
+def test_readme_rest_request_is_the_documented_digit():
+    """The README's request body decodes to scikit-learn's digit 1794, as it says."""
+    import base64
+    import io
+    import re
+    from pathlib import Path
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    body = json.loads(re.search(r'```json\n(\{"signature_name".*?)\n```', readme, re.S).group(1))
+    assert body["signature_name"] == "serving_default" and len(body["instances"]) == 1
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["instances"][0]["b64"]))))
+    digits = load_digits()
+    np.testing.assert_array_equal(pixels, np.round(digits.images[1794] / 16 * 255).astype(np.uint8))
+    assert digits.target[1794] == 8
