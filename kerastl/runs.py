@@ -9,6 +9,9 @@
       skipped_files.txt  images that could not be decoded and were left out
       logs/              TensorBoard logs
       checkpoint/        last completed epoch (weights, optimizer state, progress), for --resume
+      serving/<version>/ SavedModels for TF Serving (`kerastl export`)
+      model*.tflite, model.onnx   converted models (`kerastl convert`)
+      exports.json, exports.txt   how each export compared with model.keras
 
 Every file is written to a temporary name and renamed into place, so a crash while saving
 never leaves a half-written file where a good one was.

@@ -151,6 +151,7 @@ def test_every_quantization_converts_runs_in_litert_and_agrees(run, quantize, io
     interpreter_input = TFLiteArtifact(path).input
     assert interpreter_input["dtype"] == np.dtype(io_type)
     assert json.loads((run / "exports.json").read_text())[path.name]["agreement"] == row["agreement"]
+    assert path.name in (run / "exports.txt").read_text()
 
 
 def test_labels_are_recoverable_from_the_tflite_file_alone(run, tmp_path):

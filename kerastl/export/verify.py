@@ -2,7 +2,8 @@
 
 Every artifact (SavedModel, .tflite, .onnx) is run on the same images as `model.keras`;
 the check measures top-1 agreement, accuracy, the largest score difference, file size
-and latency per image at batch 1. The rows are kept in RUN/exports.json and printed.
+and latency per image at batch 1. The rows are kept in RUN/exports.json, as a table in
+RUN/exports.txt, and printed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from kerastl import runs
 from kerastl.errors import KerastlError
 
 EXPORTS = "exports.json"
+EXPORTS_TABLE = "exports.txt"
 
 
 @dataclasses.dataclass
@@ -75,6 +77,7 @@ def record(run: Path, key: str, row: dict):
             rows = {}
     rows[key] = row
     runs.write_json(path, rows)
+    runs.atomic_write(run / EXPORTS_TABLE, format_rows(list(rows.values())) + "\n")
 
 
 def format_rows(rows: list[dict]) -> str:
