@@ -113,6 +113,28 @@ class TrainConfig:
     )
     # Metrics reported per split: top-k accuracy besides top-1.
     top_k: int = field(default=3, metadata={"min": 1})
+    # float16/bfloat16 compute with float32 variables (and loss scaling for float16);
+    # null trains in float32. Pays off on GPUs/TPUs; on CPUs it is mostly slower.
+    mixed_precision: Optional[Literal["mixed_float16", "mixed_bfloat16"]] = None
+    # Compile train steps with XLA.
+    jit_compile: bool = False
+
+
+@dataclass
+class DistributeConfig:
+    """Where training runs: TensorFlow's tf.distribute strategies."""
+
+    # auto: mirrored on several GPUs, else default. multi_worker reads TF_CONFIG; tpu
+    # connects to `tpu` (a name or grpc:// address; empty on a Cloud TPU VM).
+    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
+    # Devices for mirrored / one_device, e.g. ["/gpu:0", "/gpu:1"]; null: all GPUs (or the CPU).
+    devices: Optional[list[str]] = None
+    # Split the CPU into N logical devices, to try mirrored training without GPUs.
+    cpu_devices: Optional[int] = field(default=None, metadata={"min": 1})
+    # With several replicas, BatchNormalization uses the statistics of the global batch
+    # (as on one device) instead of each replica's share.
+    sync_batchnorm: bool = True
+    tpu: Optional[str] = None
 
 
 @dataclass
@@ -148,6 +170,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adapt: Optional[AdaptConfig] = None
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -317,6 +340,11 @@ def _cross_checks(cfg: Config):
             )
         if cfg.train.batch_size < 2:
             raise _Invalid("train.batch_size", cfg.train.batch_size, "at least 2 (half source, half target)")
+    dist = cfg.distribute
+    if dist.devices is not None and dist.strategy not in ("mirrored", "one_device"):
+        raise _Invalid("distribute.devices", dist.devices, "only with strategy mirrored or one_device")
+    if dist.strategy == "one_device" and dist.devices is not None and len(dist.devices) != 1:
+        raise _Invalid("distribute.devices", dist.devices, "exactly one device for one_device")
     if isinstance(cfg.model.unfreeze, int) and cfg.model.unfreeze < 0:
         raise _Invalid("model.unfreeze", cfg.model.unfreeze, "'all', 'none', N >= 0 or a layer name")
 

@@ -103,8 +103,8 @@ def predict_images(target: str, images: list[str], top_k: int = 3, batch_size: i
     from kerastl.data.pipeline import resize
     from kerastl.export.artifacts import load_artifact
 
-    files = collect_images(images)
     model = load_artifact(target)
+    files = collect_images(images)
     labels = model.labels
     k = min(top_k, len(labels))
     results: list[dict] = []

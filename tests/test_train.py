@@ -21,7 +21,9 @@ def test_trained_run_has_artifacts_and_beats_chance(trained_run):
         assert (run / name).exists(), name
     assert any((run / "logs").rglob("*tfevents*"))
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"source_val", "target_val", "target_test"}
+    assert set(metrics) == {"source_val", "target_val", "target_test", "distribute"}
+    dist = metrics.pop("distribute")
+    assert dist["replicas"] == 1 and dist["workers"] == 1 and len(dist["weights_sha256"]) == 64
     for split in metrics.values():
         assert {"accuracy", "loss", "top_3_accuracy", "num_examples"} <= set(split)
         assert np.isfinite(split["loss"])
@@ -99,7 +101,7 @@ def test_cli_train_target_only_from_a_previous_run_on_an_image_folder(tmp_path, 
     assert "target_test" in result.output and "skipped  1 undecodable" in result.output
     assert "corrupt.jpg" in (out / "skipped_files.txt").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"target_val", "target_test"}
+    assert set(metrics) - {"distribute"} == {"target_val", "target_test"}
     assert metrics["target_test"]["accuracy"] >= 0.75
     assert (out / "labels.txt").read_text().split() == ["blue", "red"]
 

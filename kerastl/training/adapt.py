@@ -106,7 +106,7 @@ def draw_embedding(path: Path, panels: list[tuple[str, np.ndarray, np.ndarray]])
 
 
 def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, state, history,
-          quiet: bool, echo, verbosity: int, epoch_callback) -> dict:
+          quiet: bool, echo, verbosity: int, jit_compile: bool, epoch_callback) -> dict:
     """Trains `classifier` by `cfg.adapt.method`; returns what metrics.json reports of it."""
     import keras
 
@@ -131,7 +131,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     lr = annealed_lr(ac.lr, total, ac.anneal_alpha, ac.anneal_beta) if ac.anneal else ac.lr
     opt = (keras.optimizers.SGD(lr, momentum=0.9, nesterov=True) if ac.optimizer == "sgd"
            else keras.optimizers.Adam(lr))
-    model.compile(optimizer=opt)
+    model.compile(optimizer=opt, jit_compile=jit_compile)
     model.optimizer.build(classifier.trainable_variables + model.extra_variables())
 
     features, _ = split_classifier(classifier)
@@ -174,9 +174,11 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
         echo(f"== adapt: {ac.method}, {ac.epochs} epoch(s) x {steps} steps, source {source.name} "
              f"({len(src_train)} labelled) -> target {target.name} ({len(tgt_train)} unlabelled)")
     if initial_epoch < ac.epochs:
+        from kerastl.training.distribute import shard_by_data
+
         model.fit(
-            train_ds, epochs=ac.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-            validation_data=val_ds, verbose=verbosity, shuffle=False,
+            shard_by_data(train_ds), epochs=ac.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+            validation_data=shard_by_data(val_ds), verbose=verbosity, shuffle=False,
             callbacks=[ProgressCallback(initial_epoch * steps),
                        epoch_end_callback(on_epoch_end),
                        keras.callbacks.TensorBoard(str(run_dir / "logs" / "adapt")),

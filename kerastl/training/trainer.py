@@ -243,6 +243,10 @@ def train(
         quiet: no progress bars.
         echo: where the one-screen summary goes.
     """
+    from kerastl.training.distribute import is_chief
+
+    if not is_chief():
+        return _train_non_chief(cfg, out=out, resume=resume, quiet=quiet, echo=echo)
     if resume:
         run_dir = runs.require_run(resume, need=(runs.CONFIG,))
         cfg = load_config(run_dir / runs.CONFIG)
@@ -259,13 +263,57 @@ def train(
         raise
 
 
+def _train_non_chief(cfg, *, out, resume, quiet, echo) -> RunResult:
+    """A worker other than the chief: same computation, files in a scratch folder.
+
+    Only the chief writes the run directory. With --resume, this worker starts from the
+    chief's checkpoint, so the run directory must be on storage every worker can read.
+    """
+    import tempfile
+
+    from kerastl.training.distribute import task_name
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"kerastl-{task_name()}-"))
+    try:
+        if resume:
+            run = runs.require_run(resume, need=(runs.CONFIG,))
+            cfg = load_config(run / runs.CONFIG)
+            if (run / runs.CHECKPOINT).exists():
+                shutil.copytree(run / runs.CHECKPOINT, scratch / runs.CHECKPOINT)
+        runs.atomic_write(scratch / runs.CONFIG, dump_config(cfg))
+        return _train(cfg, scratch, resume=bool(resume), quiet=quiet, echo=echo)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def weights_digest(model) -> str:
+    """sha256 of all weights: equal on every worker of a synchronous run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
 def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> RunResult:
+    from kerastl.training.distribute import make_strategy, precision
+
+    # The strategy first: MultiWorkerMirroredStrategy must exist before other TF work.
+    strategy = make_strategy(cfg.distribute)
+    with precision(cfg.train.mixed_precision), strategy.scope():
+        return _train_in_scope(cfg, run_dir, strategy, resume=resume, quiet=quiet, echo=echo)
+
+
+def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet: bool, echo) -> RunResult:
+    """The whole job inside the strategy's scope: models, optimizers, metrics made here."""
     import keras
 
     from kerastl.data.augment import build_augmenter
     from kerastl.data.domain import load_domain
     from kerastl.data.pipeline import build_dataset, class_weights, steps_per_epoch
     from kerastl.models.factory import build_classifier, set_trainable, validate_unfreeze
+    from kerastl.training.distribute import describe, shard_by_data, sync_batchnorm
     from kerastl.training.transfer_model import TransferModel
 
     checkpoint = _Checkpoint(run_dir)
@@ -291,6 +339,13 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
     # === Model ===
     classifier, spec, size = build_classifier(cfg.model, target.num_classes)
     validate_unfreeze(classifier, cfg.model.unfreeze)
+    replicas = int(strategy.num_replicas_in_sync)
+    if replicas > 1:
+        if cfg.train.batch_size % replicas:
+            raise KerastlError(
+                f"train.batch_size: {cfg.train.batch_size} is the global batch and must split evenly "
+                f"over the {replicas} replicas")
+        sync_batchnorm(classifier, cfg.distribute.sync_batchnorm)
     phases = plan_phases(cfg)
     history: list[dict] = list(state["history"]) if state else []
     done = set(state["done"]) if state else set()
@@ -305,7 +360,7 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
 
         adaptation = adapt(
             cfg, run_dir, source, target, classifier, size, checkpoint, state, history,
-            quiet, echo, _verbosity(quiet),
+            quiet, echo, _verbosity(quiet), cfg.train.jit_compile,
             lambda model, st: (runs.atomic_write(run_dir / runs.HISTORY, _history_csv(history)),
                                checkpoint.save_model(model, classifier, st)),
         )
@@ -351,6 +406,7 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
             backbone_optimizer=bb_opt,
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=st.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            jit_compile=cfg.train.jit_compile,
         )
         if in_progress:
             checkpoint.restore_optimizers(model, state)
@@ -374,11 +430,11 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
                      f"({len(train_split)} images), {trainable:,} trainable parameters"
                      + (f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""))
             model.fit(
-                train_ds,
+                shard_by_data(train_ds),
                 epochs=phase.epochs,
                 initial_epoch=initial_epoch,
                 steps_per_epoch=steps,
-                validation_data=val_ds,
+                validation_data=shard_by_data(val_ds),
                 shuffle=False,  # the dataset shuffles per epoch itself (see build_dataset)
                 verbose=_verbosity(quiet),
                 callbacks=[
@@ -402,6 +458,10 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
     metrics = evaluate_splits(classifier, eval_domains, size, batch, cfg.train.top_k)
     if adaptation is not None:
         metrics["adaptation"] = adaptation
+    digest = weights_digest(classifier)
+    metrics["distribute"] = dict(describe(strategy), mixed_precision=cfg.train.mixed_precision,
+                                 jit_compile=cfg.train.jit_compile, weights_sha256=digest)
+    sync_batchnorm(classifier, False)  # the saved model runs anywhere, one device
     runs.atomic_save(run_dir / runs.MODEL, classifier.save)
     runs.write_json(run_dir / runs.METRICS, metrics)
 
@@ -427,11 +487,15 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> Ru
                      f"proxy A-distance {adaptation.get('proxy_a_distance_before', float('nan')):.2f} -> "
                      f"{adaptation['proxy_a_distance_after']:.2f} (embedding.png)")
     for split, m in metrics.items():
-        if split == "adaptation":
+        if split in ("adaptation", "distribute"):
             continue
         lines.append(f"  {split:<12} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  (n={m['num_examples']})")
     if skipped:
         lines.append(f"  skipped  {len(skipped)} undecodable file(s): {run_dir / runs.SKIPPED}")
+    dist = metrics["distribute"]
+    if dist["replicas"] > 1 or dist["workers"] > 1:
+        lines.append(f"  devices  {dist['strategy']}: {dist['replicas']} replica(s) on {dist['workers']} worker(s); "
+                     f"weights sha256 {digest[:16]}")
     lines.append(f"  saved    {run_dir / runs.MODEL}, {runs.METRICS}, {runs.HISTORY}, logs/")
     echo("\n".join(lines))
     return RunResult(run_dir=run_dir, metrics=metrics, history=history)

@@ -31,6 +31,10 @@ class TransferModel(keras.Model):
 
     def compile(self, optimizer, backbone_optimizer=None, **kwargs):
         super().compile(optimizer=optimizer, **kwargs)
+        if (backbone_optimizer is not None and self.dtype_policy.name == "mixed_float16"
+                and not isinstance(backbone_optimizer, keras.optimizers.LossScaleOptimizer)):
+            # compile() wraps `optimizer` for float16 loss scaling; the second one needs it too.
+            backbone_optimizer = keras.optimizers.LossScaleOptimizer(backbone_optimizer)
         self.backbone_optimizer = backbone_optimizer
         head, backbone = self.variable_groups()
         self._backbone_ids = {id(v) for v in backbone}
@@ -53,23 +57,28 @@ class TransferModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
+        two = self.backbone_optimizer is not None
+        # Persistent with two optimizers: each scales the loss by its own (float16) factor.
+        with tf.GradientTape(persistent=two) as tape:
             y_pred = self(x, training=True)
+            # Under a strategy Keras divides the loss by the number of replicas, so that
+            # the gradients summed over replicas are those of the global batch's mean.
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
             scaled = self.optimizer.scale_loss(loss)
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        if self.backbone_optimizer is None:
-            self.optimizer.apply(grads, variables)
+            scaled_bb = self.backbone_optimizer.scale_loss(loss) if two else None
+        if not two:
+            variables = self.trainable_variables
+            self.optimizer.apply(tape.gradient(scaled, variables), variables)
         else:
-            pairs = list(zip(grads, variables))
-            head = [(g, v) for g, v in pairs if id(v) not in self._backbone_ids]
-            backbone = [(g, v) for g, v in pairs if id(v) in self._backbone_ids]
+            head = [v for v in self.trainable_variables if id(v) not in self._backbone_ids]
+            backbone = [v for v in self.trainable_variables if id(v) in self._backbone_ids]
             if head:
-                self.optimizer.apply([g for g, _ in head], [v for _, v in head])
+                self.optimizer.apply(tape.gradient(scaled, head), head)
             if backbone:
-                self.backbone_optimizer.apply([g for g, _ in backbone], [v for _, v in backbone])
+                self.backbone_optimizer.apply(tape.gradient(scaled_bb, backbone), backbone)
+            del tape
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss)
+                metric.update_state(loss * replicas)  # the loss of the global batch, for the logs
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
