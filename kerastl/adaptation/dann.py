@@ -14,12 +14,12 @@ def grl_lambda(progress, gamma: float = 10.0, max_lambda: float = 1.0):
     return max_lambda * (2.0 / (1.0 + tf.exp(-gamma * progress)) - 1.0)
 
 
-def discriminator(input_dim: int, hidden: int, name: str, outputs: int = 1) -> keras.Model:
+def discriminator(input_dim: int, hidden: int, name: str, outputs: int = 1, dropout: float = 0.5) -> keras.Model:
     inputs = keras.Input((input_dim,))
     x = keras.layers.Dense(hidden, activation="relu")(inputs)
-    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.Dense(hidden, activation="relu")(x)
-    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dropout(dropout)(x)
     out = keras.layers.Dense(outputs, dtype="float32")(x)
     return keras.Model(inputs, out, name=name)
 
@@ -48,11 +48,12 @@ class DANN(AdaptationModel):
     training progress set by `ProgressCallback`.
     """
 
-    HPARAMS = {"gamma": 10.0, "max_lambda": 1.0, "hidden": 1024}
+    HPARAMS = {"gamma": 10.0, "max_lambda": 1.0, "hidden": 1024, "dropout": 0.5}
 
     def build_extra(self):
         self.grl = GradientReversal(0.0, name="grl")
-        self.discriminator = discriminator(self.discriminator_input_dim(), int(self.hp["hidden"]), "discriminator")
+        self.discriminator = discriminator(self.discriminator_input_dim(), int(self.hp["hidden"]), "discriminator",
+                                           dropout=float(self.hp["dropout"]))
 
     def discriminator_input_dim(self) -> int:
         return self.feature_dim

@@ -19,13 +19,13 @@ class MDD(AdaptationModel):
     learn the opposite. `margin` (gamma in the paper) weights the source term.
     """
 
-    HPARAMS = {"margin": 4.0, "gamma": 10.0, "max_lambda": 1.0, "hidden": 1024}
+    HPARAMS = {"margin": 4.0, "gamma": 10.0, "max_lambda": 1.0, "hidden": 1024, "dropout": 0.5}
 
     def build_extra(self):
         self.grl = GradientReversal(0.0, name="grl")
         inputs = keras.Input((self.feature_dim,))
         x = keras.layers.Dense(int(self.hp["hidden"]), activation="relu")(inputs)
-        x = keras.layers.Dropout(0.5)(x)
+        x = keras.layers.Dropout(float(self.hp["dropout"]))(x)
         out = keras.layers.Dense(self.num_classes, dtype="float32")(x)
         self.adversary = keras.Model(inputs, out, name="adversarial_head")
 

@@ -7,6 +7,19 @@ import tensorflow as tf
 from kerastl.adaptation.base import AdaptationModel, register, replicas
 
 
+def global_batch(x):
+    """This replica's rows -> the rows of every replica (the global batch).
+
+    Batch statistics (covariances, kernel means) must be those of the global batch for N
+    replicas to take the step one device would; `all_gather` is differentiable and
+    routes each replica's share of the gradient back to it.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_gather(x, axis=0)
+
+
 def coral(fs, ft):
     """||C_s - C_t||_F^2 / (4 d^2), C the feature covariance (Sun & Saenko, 2016)."""
     d = tf.cast(tf.shape(fs)[1], tf.float32)
@@ -44,7 +57,8 @@ class DeepCORAL(AdaptationModel):
     HPARAMS: dict = {}
 
     def adaptation_loss(self, fs, ft, ps, pt, training=True):
-        return coral(fs, ft) / replicas(), {}
+        # Every replica computes the global loss; scaled so the replicas' sum is that loss.
+        return coral(global_batch(fs), global_batch(ft)) / replicas(), {}
 
 
 @register("dan")
@@ -56,7 +70,7 @@ class DAN(AdaptationModel):
 
     def adaptation_loss(self, fs, ft, ps, pt, training=True):
         mul, k = float(self.hp["kernel_mul"]), int(self.hp["num_kernels"])
-        loss = mk_mmd(fs, ft, mul, k)
+        loss = mk_mmd(global_batch(fs), global_batch(ft), mul, k)
         if self.hp["on_probabilities"]:
-            loss += mk_mmd(ps, pt, mul, k)
+            loss += mk_mmd(global_batch(ps), global_batch(pt), mul, k)
         return loss / replicas(), {}

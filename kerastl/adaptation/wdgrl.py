@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from kerastl.adaptation.base import AdaptationModel, register, replicas
+from kerastl.adaptation.statistics import global_batch
 
 
 @register("wdgrl")
@@ -37,8 +38,10 @@ class WDGRL(AdaptationModel):
     def train_critic(self, fs, ft):
         fs, ft = tf.cast(tf.stop_gradient(fs), "float32"), tf.cast(tf.stop_gradient(ft), "float32")
         n = tf.minimum(tf.shape(fs)[0], tf.shape(ft)[0])
-        for _ in range(int(self.hp["critic_steps"])):
-            alpha = tf.random.uniform([n, 1])
+        for i in range(int(self.hp["critic_steps"])):
+            # Stateless: every replica draws the same interpolation of the same global batch.
+            seed = tf.stack([tf.cast(self.critic_optimizer.iterations, tf.int32), i])
+            alpha = tf.random.stateless_uniform([n, 1], seed=seed)
             inter = alpha * fs[:n] + (1.0 - alpha) * ft[:n]
             with tf.GradientTape() as tape:
                 with tf.GradientTape() as inner:
@@ -52,6 +55,8 @@ class WDGRL(AdaptationModel):
             self.critic_optimizer.apply(grads, self.critic.trainable_variables)
 
     def adaptation_loss(self, fs, ft, ps, pt, training=True):
+        # The critic and the distance see the global batch (see statistics.global_batch).
+        fs, ft = global_batch(fs), global_batch(ft)
         self.train_critic(fs, ft)
         w = self.wasserstein(fs, ft)
         return w / replicas(), {"wasserstein": w}

@@ -27,6 +27,9 @@ class GradientReversal(keras.layers.Layer):
             initializer=keras.initializers.Constant(self.initial_coefficient),
             trainable=False,
         )
+        # Its only state is made above, whatever the input shape: built from the start, so
+        # Keras never tries to build the model around it from a data batch.
+        self.built = True
 
     def call(self, inputs):
         coefficient = tf.cast(self.coefficient, inputs.dtype)

@@ -1,0 +1,110 @@
+"""Helper run in a subprocess by test_distribute.py (logical devices need a fresh TensorFlow).
+
+    python tests/replica_step.py OUT_DIR METHOD...
+
+Splits the CPU into two logical devices, then for each METHOD trains it ("finetune" or an adaptation
+method) for two steps from the same initial weights on the same global batches, once on
+the default strategy and once on MirroredStrategy over both devices, and saves both sets
+of final weights (and the initial ones) in OUT_DIR/METHOD.npz.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+
+from kerastl.adaptation import METHODS, ProgressCallback  # noqa: E402
+from kerastl.training.distribute import sync_batchnorm  # noqa: E402
+from kerastl.training.transfer_model import TransferModel  # noqa: E402
+
+CLASSES, BATCH, STEPS = 3, 8, 1
+
+
+def data():
+    rng = np.random.default_rng(0)
+    n = BATCH * STEPS
+    x = rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32")
+    xt = rng.uniform(0, 160, (n, 32, 32, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, CLASSES, n), CLASSES)
+    yt = keras.utils.to_categorical(rng.integers(0, CLASSES, n), CLASSES)
+    return x, y, xt, yt
+
+
+def tiny_classifier():
+    """A kerastl-shaped classifier (image -> nested backbone -> pool -> head) that traces
+    fast: the equivalence is about the train steps, not the backbone's size."""
+    inputs = keras.Input((32, 32, 3), name="image")
+    b_in = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(b_in)
+    for filters in (8, 16):
+        x = keras.layers.Conv2D(filters, 3, strides=2, use_bias=False)(x)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        x = keras.layers.ReLU()(x)
+    backbone = keras.Model(b_in, x, name="backbone")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(inputs))
+    x = keras.layers.Dense(16, activation="relu", name="hidden_0")(x)
+    out = keras.layers.Dense(CLASSES, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, out, name="classifier")
+
+
+def build(method):
+    classifier = tiny_classifier()
+    if method == "finetune":
+        model = TransferModel(classifier)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                      backbone_optimizer=keras.optimizers.SGD(0.02, momentum=0.9),
+                      loss=keras.losses.CategoricalCrossentropy(),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    else:
+        # No dropout in the discriminator: its masks are drawn per replica.
+        params = {"dropout": 0.0} if "dropout" in METHODS.get(method).HPARAMS else {}
+        model = METHODS.get(method)(classifier, weight=1.0, total_steps=STEPS, **params)
+        model(np.zeros((1, 32, 32, 3), np.float32))
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+    return model, classifier
+
+
+def train(strategy, method, initial):
+    x, y, xt, yt = data()
+    with strategy.scope():
+        model, classifier = build(method)
+        if strategy.num_replicas_in_sync > 1:
+            sync_batchnorm(classifier, True)
+        model.set_weights(initial)
+        if method == "finetune":
+            ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+        else:  # half source, half target, as the adapt stage pairs them
+            half = BATCH // 2
+            ds = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices((x, y)).batch(half),
+                                      tf.data.Dataset.from_tensor_slices((xt, yt)).batch(half)))
+        model.fit(ds.take(STEPS), epochs=1, steps_per_epoch=STEPS, verbose=0, shuffle=False,
+                  callbacks=[] if method == "finetune" else [ProgressCallback()])
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def main():
+    out_dir, methods = Path(sys.argv[1]), sys.argv[2:]
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for method in methods:
+        keras.utils.set_random_seed(0)
+        model = build(method)[0]
+        initial = model.get_weights()
+        names = np.array([w.path for w in model.weights])
+        one = train(tf.distribute.get_strategy(), method, initial)
+        two = train(mirrored, method, initial)
+        np.savez(out_dir / f"{method}.npz", *(one + two + [np.asarray(w) for w in initial]),
+                 n=len(one), names=names)
+
+
+if __name__ == "__main__":
+    main()
