@@ -6,6 +6,7 @@ the mean and spread of target test accuracy and the share of the source-only -> 
 each method closes: (method - source_only) / (oracle - source_only).
 
     python benchmarks/adaptation.py [--seeds 0 1 2] [--methods dann cdan ...] [--set k=v ...]
+    python benchmarks/adaptation.py --merge adaptation_3seeds adaptation_rest --name adaptation_all
 """
 
 from __future__ import annotations
@@ -96,7 +97,18 @@ def main():
                         help="results file name in benchmarks/results/ (without extension)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override applied to every run, e.g. adapt.epochs=5")
+    parser.add_argument("--merge", nargs="+", metavar="NAME",
+                        help="train nothing: join the rows of earlier results files into one table")
     args = parser.parse_args()
+    if args.merge:
+        rows, seeds = [], set()
+        for name in args.merge:
+            data = json.loads((RESULTS / f"{name}.json").read_text())
+            rows += data["rows"]
+            seeds |= set(data["seeds"])
+        methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+        print(write(rows, summarise(rows, methods), sorted(seeds), [f"merged from {args.merge}"], args.name))
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
