@@ -59,8 +59,11 @@ def main():
 @click.option("--resume", type=click.Path(file_okay=False, exists=True),
               help="Continue an interrupted run directory from its last finished epoch.")
 @click.option("--quiet", is_flag=True, help="No progress bars; the final summary is still printed.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Run as N worker processes on this machine (MultiWorkerMirroredStrategy over "
+                   "localhost); output is prefixed per worker and the job fails if one fails.")
 @_user_errors
-def train(config, overrides, out, resume, quiet):
+def train(config, overrides, out, resume, quiet, workers):
     """Train on CONFIG (default: the built-in default config).
 
     With a `source` section: pretrain on the source domain, then fine-tune on the target
@@ -68,11 +71,25 @@ def train(config, overrides, out, resume, quiet):
     rate), then evaluate on the target's test split. Writes a run directory with
     model.keras, metrics.json, history.csv, labels.txt and the resolved config.yaml.
     """
+    from kerastl import runs
     from kerastl.config import load_config
     from kerastl.training.trainer import train as run_train
 
     if resume and (config or overrides or out):
         raise KerastlError("--resume continues a run with its own config.yaml; drop CONFIG, --set and --out")
+    if workers and workers > 1:
+        from kerastl.training.launcher import launch
+
+        args = ["--quiet"] if quiet else []
+        if resume:
+            args += ["--resume", resume]
+        else:
+            cfg = load_config(config, overrides)  # a bad config fails here, once
+            out = out or str(runs.new_run_dir(cfg.name, None))
+            args += ([config] if config else []) + [f"--set={o}" for o in overrides]
+            args += ["--set=distribute.strategy=multi_worker", "--out", out]
+        click.echo(f"Starting {workers} workers on localhost ...")
+        sys.exit(launch(workers, args, echo=click.echo))
     cfg = None if resume else load_config(config, overrides)
     run_train(cfg, out=out, resume=resume, quiet=quiet, echo=click.echo)
 

@@ -1,7 +1,11 @@
 """tf.distribute: 2-replica equivalence, strategies from the config, mixed precision, XLA."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +41,129 @@ def test_one_step_on_two_replicas_equals_one_step_on_one_device(method, replica_
     for name, a, b in zip(names, one, two):
         # float32 sums in another order (and E[x^2]-E[x]^2 for synchronized BN variance)
         np.testing.assert_allclose(b, a, atol=2e-4, rtol=1e-3, err_msg=name)
+
+
+# --- multi-worker on localhost -----------------------------------------------------------
+# Fine-tuning the shared tiny run's model with SGD and frozen BatchNormalization. The
+# reference is one worker with the same global batch on 2 replicas (MirroredStrategy over
+# two logical CPUs): 2 workers must reproduce it to float precision. (Against the default
+# one-device strategy, runs agree exactly until the first validation pass and then drift
+# apart slightly; see README, tf.distribute.)
+
+
+def _reference_run(config, out):
+    proc = subprocess.run([sys.executable, "-m", "kerastl", "train", config, "--quiet", "--out", str(out),
+                           "--set", "distribute.strategy=mirrored", "--set", "distribute.cpu_devices=2"],
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "metrics.json").read_text())
+
+def _mw_config(trained_run, adapt=False):
+    from conftest import tiny_config
+
+    cfg = tiny_config(
+        source={"dataset": "syndigits", "num_examples": 300} if adapt else None,
+        target={"labels_per_class": 10} if not adapt else {},
+        model={"weights": str(trained_run.run_dir), "bn": "frozen", "dropout": 0.0},
+        train={"batch_size": 20, "finetune": {"head_epochs": 0, "epochs": 3, "lr": 0.02, "optimizer": "sgd"}},
+    )
+    if adapt:
+        cfg["adapt"] = {"method": "dann", "epochs": 2, "steps_per_epoch": 3, "optimizer": "sgd", "lr": 0.001,
+                        "selection": "last", "params": {"dropout": 0.0, "max_lambda": 0.3}}
+    return cfg
+
+
+def _weights(path):
+    import keras
+
+    return keras.saving.load_model(path / "model.keras", compile=False).get_weights()
+
+
+def _start_workers(args, tmp_path):
+    from kerastl.training.launcher import tf_configs
+
+    procs = []
+    for i, conf in enumerate(tf_configs(2)):
+        env = dict(os.environ, TF_CONFIG=json.dumps(conf), TF_CPP_MIN_LOG_LEVEL="3")
+        log = open(tmp_path / f"worker-{i}.log", "a")
+        procs.append(subprocess.Popen([sys.executable, "-m", "kerastl", "train", *args], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _digest(log_text):
+    import re
+
+    return re.findall(r"weights sha256 ([0-9a-f]{16})", log_text)
+
+
+def test_two_workers_killed_and_resumed_end_like_one_process(trained_run, tmp_path):
+    from conftest import write_config
+
+    data = _mw_config(trained_run)
+    reference = _reference_run(write_config(tmp_path / "ref.yaml", data), tmp_path / "single")
+
+    config = write_config(tmp_path / "mw.yaml", dict(data, distribute={"strategy": "multi_worker"}))
+    run = tmp_path / "mw"
+    procs = _start_workers([config, "--out", str(run), "--quiet"], tmp_path)
+    try:
+        state = run / "checkpoint" / "state.json"
+        deadline = time.time() + 300
+        while not state.exists() and time.time() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.2)
+        assert state.exists(), (tmp_path / "worker-0.log").read_text()[-3000:]
+        procs[1].send_signal(signal.SIGKILL)  # a worker dies mid-training ...
+        procs[1].wait(30)
+    finally:
+        for p in procs:  # ... and the job goes down with it (the launcher does the same)
+            if p.poll() is None:
+                p.kill()
+            p.wait(30)
+    assert not (run / "metrics.json").exists()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert killed_at < 2
+
+    procs = _start_workers(["--resume", str(run), "--quiet"], tmp_path)
+    codes = [p.wait(600) for p in procs]
+    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3  # header + the configured 3 epochs, none lost or repeated
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["distribute"]["workers"] == 2 and metrics["distribute"]["replicas"] == 2
+    d0, d1 = _digest(logs[0])[-1], _digest(logs[1])[-1]
+    assert d0 == d1  # both workers end with identical weights
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(_weights(tmp_path / "single"), _weights(trained_run.run_dir))
+                if a.shape == b.shape)
+    assert moved > 1e-3
+    for a, b in zip(_weights(run), _weights(tmp_path / "single")):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert metrics["target_test"]["accuracy"] == pytest.approx(reference["target_test"]["accuracy"], abs=1e-6)
+
+
+def test_two_workers_launched_by_the_cli_adapt_like_one_process(trained_run, tmp_path):
+    from conftest import write_config
+
+    data = _mw_config(trained_run, adapt=True)
+    config = write_config(tmp_path / "dann.yaml", data)
+    _reference_run(config, tmp_path / "single")
+    proc = subprocess.run([sys.executable, "-m", "kerastl", "train", config, "--workers", "2", "--quiet",
+                           "--out", str(tmp_path / "mw")], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[worker-0]" in proc.stdout and "[worker-1]" in proc.stdout
+    d = [line for line in proc.stdout.splitlines() if "weights sha256" in line]
+    assert len(d) == 2 and len(set(_digest("\n".join(d)))) == 1, d
+    metrics = json.loads((tmp_path / "mw" / "metrics.json").read_text())
+    assert metrics["distribute"]["workers"] == 2 and "adaptation" in metrics
+    for a, b in zip(_weights(tmp_path / "mw"), _weights(tmp_path / "single")):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_failing_worker_fails_the_launched_job(tmp_path):
+    from kerastl.training.launcher import launch
+
+    lines = []
+    code = launch(2, ["/nonexistent.yaml"], echo=lines.append)
+    assert code == 2
+    assert any(line.startswith("[worker-") and "nonexistent.yaml" in line for line in lines)
