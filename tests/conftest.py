@@ -71,6 +71,25 @@ def trained_run(tmp_path_factory):
     return result
 
 
+def tiny_classifier(classes=3):
+    """A kerastl-shaped classifier (image -> nested backbone -> pool -> head) that traces
+    fast: the equivalence is about the train steps, not the backbone's size."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    b_in = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(b_in)
+    for filters in (8, 16):
+        x = keras.layers.Conv2D(filters, 3, strides=2, use_bias=False)(x)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        x = keras.layers.ReLU()(x)
+    backbone = keras.Model(b_in, x, name="backbone")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(inputs))
+    x = keras.layers.Dense(16, activation="relu", name="hidden_0")(x)
+    out = keras.layers.Dense(classes, activation="softmax", name="predictions", dtype="float32")(x)
+    return keras.Model(inputs, out, name="classifier")
+
+
 def make_image_folder(root, classes=("cat", "dog"), per_class=6, size=24, seed=0):
     """Class folders of solid-colour-ish PNGs that are easy to tell apart."""
     from PIL import Image

@@ -22,6 +22,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 
+from conftest import tiny_classifier  # noqa: E402
 from kerastl.adaptation import METHODS, ProgressCallback  # noqa: E402
 from kerastl.training.distribute import sync_batchnorm  # noqa: E402
 from kerastl.training.transfer_model import TransferModel  # noqa: E402
@@ -39,25 +40,8 @@ def data():
     return x, y, xt, yt
 
 
-def tiny_classifier():
-    """A kerastl-shaped classifier (image -> nested backbone -> pool -> head) that traces
-    fast: the equivalence is about the train steps, not the backbone's size."""
-    inputs = keras.Input((32, 32, 3), name="image")
-    b_in = keras.Input((32, 32, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(b_in)
-    for filters in (8, 16):
-        x = keras.layers.Conv2D(filters, 3, strides=2, use_bias=False)(x)
-        x = keras.layers.BatchNormalization(momentum=0.9)(x)
-        x = keras.layers.ReLU()(x)
-    backbone = keras.Model(b_in, x, name="backbone")
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(inputs))
-    x = keras.layers.Dense(16, activation="relu", name="hidden_0")(x)
-    out = keras.layers.Dense(CLASSES, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, out, name="classifier")
-
-
 def build(method):
-    classifier = tiny_classifier()
+    classifier = tiny_classifier(CLASSES)
     if method == "finetune":
         model = TransferModel(classifier)
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),

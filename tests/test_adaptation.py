@@ -3,18 +3,18 @@ import pytest
 import tensorflow as tf
 
 import keras
+from conftest import tiny_classifier
 
 from kerastl.adaptation import METHODS, ProgressCallback
 from kerastl.adaptation.dann import grl_lambda
-from kerastl.config import ModelConfig
-from kerastl.models.factory import build_classifier, set_trainable
+from kerastl.models.factory import set_trainable
 from kerastl.models.layers import GradientReversal
 
 
 def _tiny_classifier(classes=3):
-    cfg = ModelConfig(backbone="MobileNetV3Small", weights="none", input_size=32,
-                      backbone_args={"alpha": 0.75, "minimalistic": True}, dropout=0.0)
-    model = build_classifier(cfg, classes)[0]
+    # A kerastl-shaped classifier that traces fast; the real backbones are covered by
+    # test_models and the adapt stage tests.
+    model = tiny_classifier(classes)
     set_trainable(model, "all", "train")
     return model
 

@@ -167,3 +167,37 @@ def test_a_failing_worker_fails_the_launched_job(tmp_path):
     code = launch(2, ["/nonexistent.yaml"], echo=lines.append)
     assert code == 2
     assert any(line.startswith("[worker-") and "nonexistent.yaml" in line for line in lines)
+
+
+def _finetune(trained_run, out, extra):
+    from conftest import tiny_config
+
+    from kerastl.config import config_from_dict
+    from kerastl.training.trainer import train
+
+    data = tiny_config(source=None, model={"weights": str(trained_run.run_dir)},
+                       train={"finetune": {"head_epochs": 0, "epochs": 3, "lr": 0.002}, **extra})
+    return train(config_from_dict(data), out=str(out), quiet=True, echo=lambda s: None)
+
+
+@pytest.fixture(scope="module")
+def float32_run(trained_run, tmp_path_factory):
+    return _finetune(trained_run, tmp_path_factory.mktemp("f32") / "run", {})
+
+
+@pytest.mark.parametrize("overrides", [{"mixed_precision": "mixed_float16"}, {"mixed_precision": "mixed_bfloat16"},
+                                       {"jit_compile": True}])
+def test_mixed_precision_and_xla_train_like_float32(trained_run, float32_run, tmp_path, overrides):
+    import keras
+
+    other = _finetune(trained_run, tmp_path / "other", overrides)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    for row in other.history:
+        assert all(np.isfinite(v) for v in row.values() if isinstance(v, float)), row
+    base = float32_run.metrics["target_test"]["accuracy"]
+    assert other.metrics["target_test"]["accuracy"] == pytest.approx(base, abs=0.08)
+    assert other.metrics["distribute"]["mixed_precision"] == overrides.get("mixed_precision")
+    assert other.metrics["distribute"]["jit_compile"] == overrides.get("jit_compile", False)
+    # The saved model reloads and predicts.
+    model = keras.saving.load_model(tmp_path / "other" / "model.keras", compile=False)
+    assert np.all(np.isfinite(model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)))

@@ -149,7 +149,8 @@ class AdaptationModel(keras.Model):
         (xs, ys), (xt, yt) = data
         with tf.GradientTape() as tape:
             fs, ft, ps, pt, cls, adapt, logs = self.compute_losses(xs, ys, xt, yt)
-            loss = cls + self.weight * adapt
+            # float32 even when a mixed-precision method computes a term in float16
+            loss = tf.cast(cls, tf.float32) + self.weight * tf.cast(adapt, tf.float32)
             scaled = self.optimizer.scale_loss(loss)
         variables = self.classifier.trainable_variables + self.extra_variables()
         grads = tape.gradient(scaled, variables)
