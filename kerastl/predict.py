@@ -13,10 +13,9 @@ from kerastl.errors import DataError, KerastlError
 
 
 def load_run_model(run: Path):
-    import keras
+    from kerastl.export.artifacts import load_keras
 
-    # safe_mode: a .keras file cannot run code of its own (no lambda deserialization).
-    return keras.saving.load_model(run / runs.MODEL, compile=False, safe_mode=True)
+    return load_keras(run / runs.MODEL)
 
 
 def input_size(model) -> int:
@@ -58,17 +57,7 @@ def evaluate_run(run_path: str, data: str | None = None, split: str = "test", to
     report = full_report(probs, y, labels, top_k or cfg.train.top_k)
     report["data"] = domain.name
     report["split"] = split
-    out = run / "evaluation.json"
-    existing = {}
-    if out.exists():
-        import json
-
-        try:
-            existing = json.loads(out.read_text())
-        except ValueError:
-            existing = {}
-    existing[f"{domain.name}:{split}"] = report
-    runs.write_json(out, existing)
+    runs.update_json(run / "evaluation.json", f"{domain.name}:{split}", report)
     return report
 
 

@@ -71,6 +71,21 @@ def write_json(path: Path, obj):
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def update_json(path: Path, key: str, value) -> dict:
+    """Sets `key` in the JSON object at `path` (a missing or unreadable file starts empty),
+    writes it atomically and returns the whole object."""
+    path = Path(path)
+    data = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            data = {}
+    data[key] = value
+    write_json(path, data)
+    return data
+
+
 def new_run_dir(name: str, out: str | None) -> Path:
     if out:
         path = Path(out)

@@ -63,15 +63,20 @@ class Artifact:
         return self.path.stat().st_size
 
 
+def load_keras(path):
+    import keras
+
+    # safe_mode: a .keras file cannot run code of its own (no lambda deserialization).
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
 class KerasArtifact(Artifact):
     format = "keras"
 
     def __init__(self, path: Path, labels: list[str]):
-        import keras
         import tensorflow as tf
 
-        # safe_mode: a .keras file cannot run code of its own (no lambda deserialization).
-        self.model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        self.model = load_keras(path)
         self._call = tf.function(lambda x: self.model(x, training=False))
         super().__init__(path, labels, int(self.model.input_shape[1]))
 

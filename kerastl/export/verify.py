@@ -9,7 +9,6 @@ RUN/exports.txt, and printed.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -68,15 +67,7 @@ def compare(artifact, reference_probs: np.ndarray, data: CheckImages, latency_im
 
 def record(run: Path, key: str, row: dict):
     """Adds `row` under `key` in RUN/exports.json (atomically)."""
-    path = run / EXPORTS
-    rows = {}
-    if path.exists():
-        try:
-            rows = json.loads(path.read_text())
-        except ValueError:
-            rows = {}
-    rows[key] = row
-    runs.write_json(path, rows)
+    rows = runs.update_json(run / EXPORTS, key, row)
     runs.atomic_write(run / EXPORTS_TABLE, format_rows(list(rows.values())) + "\n")
 
 
