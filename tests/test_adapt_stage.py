@@ -82,3 +82,13 @@ def test_collapse_warning_names_the_share_and_the_discriminator(caplog):
                            "domain_accuracy": 0.5}, 10, 4)
     assert "epoch 5: 85% of target predictions fall in one class" in caplog.text
     assert "discriminator at 0.50" in caplog.text
+
+
+def test_checkpoint_keeps_only_the_files_its_state_names(adapted_run):
+    # Pretraining saved weights + optimizer state, adaptation whole-model files: after the run
+    # only the last commit's files remain beside state.json and the selected classifier.
+    checkpoint = adapted_run.run_dir / "checkpoint"
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert state["phase"].startswith("adapt") and state["epoch"] == 1
+    named = {state[key] for key in ("weights", "model")}
+    assert {p.name for p in checkpoint.iterdir()} == named | {"state.json", "best-classifier.weights.h5"}

@@ -107,6 +107,8 @@ def make_optimizer(st, lr_schedule):
 class _Checkpoint:
     """Saves weights, optimizer state and progress at the end of every epoch."""
 
+    FILES = ("weights", "optimizer", "model")  # the keys of state.json that name files
+
     def __init__(self, run_dir: Path):
         self.dir = run_dir / runs.CHECKPOINT
         self.state_path = self.dir / "state.json"
@@ -117,33 +119,29 @@ class _Checkpoint:
         return json.loads(self.state_path.read_text())
 
     def save(self, classifier, transfer_model, state: dict):
-        tag = f"{state['phase']}-{state['epoch']}".replace("/", "_")
-        weights = self.dir / f"weights-{tag}.weights.h5"
-        optim = self.dir / f"optimizer-{tag}.npz"
-        runs.atomic_save(weights, classifier.save_weights)
         values = [v.numpy() for o in transfer_model.optimizers() for v in o.variables]
-        runs.atomic_save(optim, lambda p: np.savez(p, *values))
-        old = self.load_state()
-        state = dict(state, weights=weights.name, optimizer=optim.name)
-        runs.write_json(self.state_path, state)  # the commit point
-        if old:
-            for name in (old.get("weights"), old.get("optimizer")):
-                if name and name not in (weights.name, optim.name):
-                    (self.dir / name).unlink(missing_ok=True)
+        self._commit(state, weights=("weights", ".weights.h5", classifier.save_weights),
+                     optimizer=("optimizer", ".npz", lambda p: np.savez(p, *values)))
 
     def save_model(self, model, classifier, state: dict):
         """For adaptation: the whole model (sub-models and optimizer state) in one file."""
-        tag = f"{state['phase']}-{state['epoch']}"
-        path = self.dir / f"model-{tag}.weights.h5"
-        weights = self.dir / f"weights-{tag}.weights.h5"
-        runs.atomic_save(path, model.save_weights)
-        runs.atomic_save(weights, classifier.save_weights)
-        old = self.load_state()
-        runs.write_json(self.state_path, dict(state, model=path.name, weights=weights.name))
-        if old:
-            for name in (old.get("model"), old.get("weights")):
-                if name and name not in (path.name, weights.name):
-                    (self.dir / name).unlink(missing_ok=True)
+        self._commit(state, model=("model", ".weights.h5", model.save_weights),
+                     weights=("weights", ".weights.h5", classifier.save_weights))
+
+    def _commit(self, state: dict, **files):
+        """Writes each file under a new name, then state.json naming them (the commit
+        point), then removes the files the previous state named. files: key=(stem, suffix, write)."""
+        tag = f"{state['phase']}-{state['epoch']}".replace("/", "_")
+        names = {}
+        for key, (stem, suffix, write) in files.items():
+            path = self.dir / f"{stem}-{tag}{suffix}"
+            runs.atomic_save(path, write)
+            names[key] = path.name
+        old = self.load_state() or {}
+        runs.write_json(self.state_path, dict(state, **names))
+        for key in self.FILES:  # also an earlier phase's kind of files (optimizer -> model)
+            if old.get(key) and old[key] not in names.values():
+                (self.dir / old[key]).unlink(missing_ok=True)
 
     def restore_weights(self, classifier, state: dict):
         classifier.load_weights(self.dir / state["weights"])
