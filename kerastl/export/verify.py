@@ -9,6 +9,7 @@ RUN/exports.txt, and printed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,10 @@ def run_images(run: Path, size: int, split: str = "test", max_images: int | None
                which: str = "target") -> CheckImages:
     """Decoded, resized images of one split of the run's target (or source) domain."""
     from kerastl.config import load_config
-    from kerastl.data.domain import load_domain
     from kerastl.data.pipeline import build_dataset
 
     cfg = load_config(run / runs.CONFIG)
-    data_cfg = cfg.target if which == "target" else cfg.source
-    domain = load_domain(data_cfg, cfg.seed, which)
+    domain = _domain(str(run), (run / runs.CONFIG).read_text(), which)
     if split not in domain.splits:
         split = "val" if "val" in domain.splits else "train"
     part = domain.splits[split]
@@ -50,8 +49,21 @@ def run_images(run: Path, size: int, split: str = "test", max_images: int | None
     return CheckImages(np.concatenate(xs), np.concatenate(ys), f"{domain.name}:{split}")
 
 
-def compare(artifact, reference_probs: np.ndarray, data: CheckImages, latency_images: int = 50) -> dict:
-    probs = artifact.predict(data.images)
+@functools.lru_cache(maxsize=2)
+def _domain(run: str, config_text: str, which: str):
+    """The run's domain, loaded once for the test images and the int8 calibration images."""
+    from kerastl.config import load_config
+    from kerastl.data.domain import load_domain
+
+    cfg = load_config(Path(run) / runs.CONFIG)
+    return load_domain(cfg.target if which == "target" else cfg.source, cfg.seed, which)
+
+
+def compare(artifact, reference_probs: np.ndarray, data: CheckImages, latency_images: int = 50,
+            probs: np.ndarray | None = None) -> dict:
+    """The table row of `artifact`; `probs`: its predictions on `data` if already made."""
+    if probs is None:
+        probs = artifact.predict(data.images)
     top = probs.argmax(axis=1)
     return {
         "format": artifact.format,
