@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from kerastl.registry import Registry
+from kerastl.training.distribute import replicas
 
 METHODS: Registry = Registry("adaptation method")
 
@@ -47,10 +48,6 @@ def split_classifier(classifier: keras.Model):
         x = layer(x)
     head = keras.Model(head_in, x, name="head")
     return features, head
-
-
-def replicas() -> int:
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def mean_loss(values):

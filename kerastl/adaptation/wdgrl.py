@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from kerastl.adaptation.base import AdaptationModel, register, replicas
 from kerastl.adaptation.statistics import global_batch
+from kerastl.training.distribute import loss_scaled
 
 
 @register("wdgrl")
@@ -25,11 +26,7 @@ class WDGRL(AdaptationModel):
         x = keras.layers.Dense(int(self.hp["hidden"]), activation="relu")(inputs)
         out = keras.layers.Dense(1, dtype="float32")(x)
         self.critic = keras.Model(inputs, out, name="critic")
-        optimizer = keras.optimizers.Adam(float(self.hp["critic_lr"]))
-        if keras.mixed_precision.global_policy().name == "mixed_float16":
-            # Keras wraps the compiled optimizer in a LossScaleOptimizer; this one it never sees.
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        self.critic_optimizer = optimizer
+        self.critic_optimizer = loss_scaled(keras.optimizers.Adam(float(self.hp["critic_lr"])))
         self.critic_optimizer.build(self.critic.trainable_variables)
 
     def wasserstein(self, fs, ft):

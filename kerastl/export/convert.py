@@ -108,7 +108,7 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
                 max_images: int | None = 1000, echo=print) -> tuple[Path, dict, dict]:
     """Converts RUN's model.keras; returns (path, row for the file, row for model.keras)."""
     from kerastl.export import verify
-    from kerastl.export.artifacts import KerasArtifact, OnnxArtifact, TFLiteArtifact
+    from kerastl.export.artifacts import OnnxArtifact, TFLiteArtifact
 
     run = runs.require_run(run_path, need=(runs.MODEL, runs.LABELS, runs.CONFIG))
     if fmt not in ("tflite", "onnx"):
@@ -125,9 +125,7 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
         raise KerastlError(f"--calibration-size {calibration_size}: must be at least 1")
     floor = MIN_AGREEMENT["onnx" if fmt == "onnx" else quantize] if min_agreement is None else min_agreement
 
-    keras_model = KerasArtifact(run / runs.MODEL, runs.read_labels(run))
-    data = verify.run_images(run, keras_model.size, max_images=max_images)
-    reference = keras_model.predict(data.images)
+    keras_model, data, reference = verify.keras_reference(run, max_images)
     if fmt == "onnx":
         echo("Exporting ONNX (tf2onnx) ...")
         blob = onnx_bytes(keras_model.model, keras_model.labels)

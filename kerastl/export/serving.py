@@ -90,12 +90,12 @@ def next_version(base: Path) -> int:
 def export_serving(run_path: str, top_k: int = 5, min_agreement: float = 0.999, max_images: int | None = 1000):
     """Writes RUN/serving/<next version>/, checks it against model.keras, returns (path, row)."""
     from kerastl.export import verify
-    from kerastl.export.artifacts import SERVING_INFO, KerasArtifact, SavedModelArtifact
+    from kerastl.export.artifacts import SERVING_INFO, SavedModelArtifact
 
     run = runs.require_run(run_path, need=(runs.MODEL, runs.LABELS, runs.CONFIG))
     if top_k < 1:
         raise KerastlError(f"--top-k {top_k}: must be at least 1")
-    keras_model = KerasArtifact(run / runs.MODEL, runs.read_labels(run))
+    keras_model, data, reference = verify.keras_reference(run, max_images)
     base = run / SERVING
     base.mkdir(exist_ok=True)
     # Written under a hidden name (TF Serving ignores non-numeric folders), checked, then
@@ -108,8 +108,7 @@ def export_serving(run_path: str, top_k: int = 5, min_agreement: float = 0.999, 
         info.parent.mkdir(parents=True, exist_ok=True)
         info.write_text(json.dumps({"labels": keras_model.labels, "image_size": keras_model.size,
                                     "top_k": min(top_k, len(keras_model.labels))}) + "\n")
-        data = verify.run_images(run, keras_model.size, max_images=max_images)
-        row = verify.compare(SavedModelArtifact(tmp), keras_model.predict(data.images), data)
+        row = verify.compare(SavedModelArtifact(tmp), reference, data)
         verify.require_agreement(row, min_agreement, "SavedModel")
         version = next_version(base)
         path = base / str(version)

@@ -49,6 +49,16 @@ def run_images(run: Path, size: int, split: str = "test", max_images: int | None
     return CheckImages(np.concatenate(xs), np.concatenate(ys), f"{domain.name}:{split}")
 
 
+def keras_reference(run: Path, max_images: int | None = 1000):
+    """(KerasArtifact of RUN/model.keras, the run's check images, its probabilities on them):
+    what every export is compared with."""
+    from kerastl.export.artifacts import KerasArtifact
+
+    keras_model = KerasArtifact(run / runs.MODEL, runs.read_labels(run))
+    data = run_images(run, keras_model.size, max_images=max_images)
+    return keras_model, data, keras_model.predict(data.images)
+
+
 @functools.lru_cache(maxsize=2)
 def _domain(run: str, config_text: str, which: str):
     """The run's domain, loaded once for the test images and the int8 calibration images."""

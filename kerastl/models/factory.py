@@ -85,12 +85,20 @@ def build_backbone(cfg, spec: BackboneSpec, size: int):
     if from_run is not None:
         load_backbone_from_run(backbone, from_run, spec)
     if cfg.bn_momentum is not None:
-        import keras
-
-        for layer in backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = cfg.bn_momentum
+        for layer in batchnorm_layers(backbone):
+            layer.momentum = cfg.bn_momentum
     return backbone
+
+
+def batchnorm_layers(model):
+    """Every BatchNormalization layer of `model`, nested models included."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            yield layer
+        elif isinstance(layer, keras.Model):
+            yield from batchnorm_layers(layer)
 
 
 def load_backbone_from_run(backbone, run_dir: str, spec: BackboneSpec):

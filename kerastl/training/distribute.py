@@ -3,8 +3,8 @@
 `make_strategy(cfg.distribute)` returns the strategy; the trainer opens its `scope()` and
 builds models, optimizers and metrics inside it, and Keras' `fit` distributes the
 datasets. The batch size in the config is the global batch, split across replicas; losses
-are scaled per replica (Keras' compiled losses by Keras, kerastl's own by `replicas()` in
-`kerastl.adaptation.base`), so N replicas take the same step as one device would.
+are scaled per replica (Keras' compiled losses by Keras, kerastl's own by `replicas()`),
+so N replicas take the same step as one device would.
 """
 
 from __future__ import annotations
@@ -121,6 +121,27 @@ def describe(strategy) -> dict:
     }
 
 
+def replicas() -> int:
+    """Replicas in sync under the current strategy (1 outside any)."""
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def loss_scaled(optimizer):
+    """`optimizer`, wrapped for float16 loss scaling under the mixed_float16 policy.
+
+    Keras' `compile()` wraps the optimizer it is given; an optimizer it never sees (the
+    backbone's second one, WDGRL's critic) needs this.
+    """
+    import keras
+
+    if (keras.mixed_precision.global_policy().name == "mixed_float16"
+            and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
 @contextlib.contextmanager
 def precision(policy: str | None):
     """Sets Keras' global dtype policy for the block (models built inside take it)."""
@@ -137,18 +158,10 @@ def precision(policy: str | None):
         keras.mixed_precision.set_global_policy(old)
 
 
-def batchnorm_layers(model):
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            yield layer
-        elif isinstance(layer, keras.Model):
-            yield from batchnorm_layers(layer)
-
-
 def sync_batchnorm(model, on: bool):
     """Global-batch BN statistics across replicas (Keras' `synchronized`, read at call time)."""
+    from kerastl.models.factory import batchnorm_layers
+
     for layer in batchnorm_layers(model):
         layer.synchronized = on
 

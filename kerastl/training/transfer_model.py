@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from kerastl.models.factory import get_backbone
+from kerastl.training.distribute import loss_scaled, replicas
 
 
 class TransferModel(keras.Model):
@@ -31,10 +32,8 @@ class TransferModel(keras.Model):
 
     def compile(self, optimizer, backbone_optimizer=None, **kwargs):
         super().compile(optimizer=optimizer, **kwargs)
-        if (backbone_optimizer is not None and self.dtype_policy.name == "mixed_float16"
-                and not isinstance(backbone_optimizer, keras.optimizers.LossScaleOptimizer)):
-            # compile() wraps `optimizer` for float16 loss scaling; the second one needs it too.
-            backbone_optimizer = keras.optimizers.LossScaleOptimizer(backbone_optimizer)
+        if backbone_optimizer is not None:
+            backbone_optimizer = loss_scaled(backbone_optimizer)  # compile() wrapped only `optimizer`
         self.backbone_optimizer = backbone_optimizer
         head, backbone = self.variable_groups()
         self._backbone_ids = {id(v) for v in backbone}
@@ -77,8 +76,7 @@ class TransferModel(keras.Model):
             if backbone:
                 self.backbone_optimizer.apply(tape.gradient(scaled_bb, backbone), backbone)
             del tape
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss * replicas)  # the loss of the global batch, for the logs
+                metric.update_state(loss * replicas())  # the loss of the global batch, for the logs
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
