@@ -105,37 +105,38 @@ def build_dataset(
         ds = ds.cache(cache if isinstance(cache, str) else "")
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
 
-    def finish(batched):
-        if augmenter is not None:
-            batched = batched.map(
-                lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE
-            )
-        weight_table = tf.constant(weights) if weights is not None else None
+    weight_table = tf.constant(weights) if weights is not None else None
 
-        def label(x, y):
-            onehot = tf.one_hot(y, num_classes)
-            if weight_table is None:
-                return x, onehot
-            return x, onehot, tf.gather(weight_table, y)
-
-        return batched.map(label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    def label(x, y):
+        onehot = tf.one_hot(y, num_classes)
+        if weight_table is None:
+            return x, onehot
+        return x, onehot, tf.gather(weight_table, y)
 
     if not training:
-        return finish(ds.batch(batch_size))
+        return ds.batch(batch_size).map(label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
     n = int(len(split))
     drop = bool(n >= batch_size)
 
     def epoch(e: int):
         shuffled = ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False)
-        return shuffled.batch(batch_size, drop_remainder=drop)
+        batches = shuffled.batch(batch_size, drop_remainder=drop)
+        if augmenter is None:
+            return batches
+        # Each batch's augmentation seed is (seed, epoch, batch index): stateless, so the
+        # parallel map and a resumed run draw exactly what the uninterrupted run draws.
+        return batches.enumerate().map(
+            lambda i, b: (augmenter(b[0], tf.stack([tf.constant(seed, tf.int64), e * 1_000_003 + i])), b[1]),
+            num_parallel_calls=AUTOTUNE,
+        )
 
     # One dataset per epoch with its own Python-int seed (shuffle takes no tensor seed),
     # chained; all of them read the one cache above.
     epochs_ds = epoch(initial_epoch)
     for e in range(initial_epoch + 1, epochs):
         epochs_ds = epochs_ds.concatenate(epoch(e))
-    return finish(epochs_ds)
+    return epochs_ds.map(label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def steps_per_epoch(split: Split, batch_size: int) -> int:

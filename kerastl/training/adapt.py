@@ -106,13 +106,12 @@ def draw_embedding(path: Path, panels: list[tuple[str, np.ndarray, np.ndarray]])
 
 
 def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, state, history,
-          quiet: bool, echo, verbosity: int, jit_compile: bool, epoch_callback) -> dict:
+          augmenters: dict, quiet: bool, echo, verbosity: int, jit_compile: bool, epoch_callback) -> dict:
     """Trains `classifier` by `cfg.adapt.method`; returns what metrics.json reports of it."""
     import keras
 
     from kerastl.adaptation import METHODS, ProgressCallback
     from kerastl.adaptation.base import split_classifier
-    from kerastl.data.augment import build_augmenter
     from kerastl.data.pipeline import build_dataset, steps_per_epoch
     from kerastl.models.factory import set_trainable
     from kerastl.training.trainer import epoch_end_callback
@@ -147,10 +146,8 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
                   features_of(features, tgt_eval, size, batch, target.num_classes))
         np.savez(run_dir / "features_before.npz", source=before[0], target=before[1])
 
-    augmenters = (build_augmenter(cfg.source.augment, cfg.seed, "source"),
-                  build_augmenter(cfg.target.augment, cfg.seed + 1, "target"))
     train_ds = paired_dataset(src_train, tgt_train, size, batch, target.num_classes, cfg.seed,
-                              steps, ac.epochs, initial_epoch, augmenters)
+                              steps, ac.epochs, initial_epoch, (augmenters["source"], augmenters["target"]))
     val_split = source.splits.get("val")
     val_ds = build_dataset(val_split, size, batch, source.num_classes) if val_split is not None else None
 

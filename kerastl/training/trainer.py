@@ -323,6 +323,9 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
     started = time.time()
 
     # === Data ===
+    # Augmenters first: a bad `augment` value fails here, not after an earlier stage trained.
+    augmenters = {"source": build_augmenter(cfg.source.augment, "source") if cfg.source else None,
+                  "target": build_augmenter(cfg.target.augment, "target")}
     target = load_domain(cfg.target, cfg.seed, "target")
     source = load_domain(cfg.source, cfg.seed, "source") if cfg.source is not None else None
     if source is not None:
@@ -358,7 +361,7 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
 
         adaptation = adapt(
             cfg, run_dir, source, target, classifier, size, checkpoint, state, history,
-            quiet, echo, _verbosity(quiet), cfg.train.jit_compile,
+            augmenters, quiet, echo, _verbosity(quiet), cfg.train.jit_compile,
             lambda model, st: (runs.atomic_write(run_dir / runs.HISTORY, _history_csv(history)),
                                checkpoint.save_model(model, classifier, st)),
         )
@@ -380,7 +383,7 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
         seed = cfg.seed * 31 + index
         train_ds = build_dataset(
             train_split, size, batch, domain.num_classes, training=True, seed=seed,
-            augmenter=build_augmenter(data_cfg.augment, seed, "source" if phase.stage == "pretrain" else "target"),
+            augmenter=augmenters["source" if phase.stage == "pretrain" else "target"],
             cache=_cache(data_cfg.cache, phase.stage, "train", size), epochs=phase.epochs, initial_epoch=initial_epoch,
             weights=weights,
         )
