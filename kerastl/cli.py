@@ -82,6 +82,13 @@ def train(config, overrides, out, resume, quiet, workers):
 
         args = ["--quiet"] if quiet else []
         if resume:
+            run_dir = runs.require_run(resume, need=(runs.CONFIG,))
+            strategy = load_config(run_dir / runs.CONFIG).distribute.strategy
+            if strategy != "multi_worker":
+                raise KerastlError(
+                    f"--workers {workers} --resume {resume}: that run was started with distribute.strategy "
+                    f"{strategy}, not by --workers; resume it without --workers (N copies would each "
+                    "train it on their own)")
             args += ["--resume", resume]
         else:
             cfg = load_config(config, overrides)  # a bad config fails here, once
@@ -98,7 +105,7 @@ def train(config, overrides, out, resume, quiet, workers):
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--data", help="Dataset to evaluate on (folder, tfds:NAME, syndigits, digits); default: the run's target.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--top-k", type=int, help="k for top-k accuracy (default: the run's train.top_k).")
+@click.option("--top-k", type=click.IntRange(min=1), help="k for top-k accuracy (default: the run's train.top_k).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_user_errors
 def evaluate(run, data, split, top_k, as_json):
@@ -149,8 +156,10 @@ def predict(model, images, top_k, as_json):
               help="How many classes the top_k_classes/top_k_scores outputs hold.")
 @click.option("--max-images", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Test images the export is checked on.")
+@click.option("--min-agreement", default=0.999, show_default=True, type=click.FloatRange(0, 1),
+              help="Fail (and write nothing) when either signature's top-1 agreement with model.keras is lower.")
 @_user_errors
-def export(run, top_k, max_images):
+def export(run, top_k, max_images, min_agreement):
     """SavedModel for TF Serving in RUN/serving/<next version>/.
 
     \b
@@ -158,14 +167,15 @@ def export(run, top_k, max_images):
       serving_default  image_bytes: string[batch] (JPEG/PNG; REST {"b64": ...})
       serving_images   images: uint8[batch, height, width, 3]
     Outputs: scores, classes, top_k_scores, top_k_classes. Decoding, resizing and the
-    backbone's preprocessing run inside the graph. The export is checked against
-    model.keras on the run's test images before it is put in place.
+    backbone's preprocessing run inside the graph. Both signatures are checked against
+    model.keras on the run's test images (serving_default on them encoded as PNG) before
+    the version is put in place.
     """
     from kerastl.export.serving import export_serving
     from kerastl.export.verify import format_rows
 
     click.echo("Exporting the SavedModel and checking it against model.keras ...")
-    path, row = export_serving(run, top_k=top_k, max_images=max_images)
+    path, row = export_serving(run, top_k=top_k, max_images=max_images, min_agreement=min_agreement)
     click.echo(format_rows([row]))
     click.echo(f"Wrote {path}  (serve with: tensorflow_model_server --rest_api_port=8501 "
                f"--model_name=kerastl --model_base_path={path.parent.resolve()})")

@@ -93,7 +93,8 @@ class StageConfig:
     lr: float = field(default=1e-3, metadata={"positive": True})
     # Phase-2 backbone learning rate = lr * backbone_lr_mult.
     backbone_lr_mult: float = field(default=0.1, metadata={"range": (0.0, 10.0)})
-    weight_decay: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    # Decoupled weight decay; null: none for sgd/adam, Keras' 0.004 for adamw (0 means none).
+    weight_decay: Optional[float] = field(default=None, metadata={"range": (0.0, 1.0)})
     warmup_epochs: float = field(default=0.0, metadata={"min": 0})
     label_smoothing: float = field(default=0.0, metadata={"range": (0.0, 0.5)})
     # Weight classes by n / (k * n_class) from the training labels.
@@ -155,7 +156,8 @@ class AdaptConfig:
     anneal_alpha: float = field(default=10.0, metadata={"min": 0})
     anneal_beta: float = field(default=0.75, metadata={"min": 0})
     # Which epoch's model is kept, chosen without target labels: the best source
-    # validation accuracy, or simply the last epoch.
+    # validation accuracy (the last epoch when the source has no validation split), or
+    # simply the last epoch.
     selection: Literal["source_val", "last"] = "source_val"
     # The method's own hyper-parameters (see `kerastl methods`), e.g. {max_lambda: 0.3}.
     params: dict = field(default_factory=dict)
@@ -320,7 +322,7 @@ def _cross_checks(cfg: Config):
                 st.warmup_epochs,
                 f"at most head_epochs + epochs ({st.head_epochs + st.epochs})",
             )
-    if cfg.train.finetune.head_epochs + cfg.train.finetune.epochs == 0:
+    if cfg.adapt is None and cfg.train.finetune.head_epochs + cfg.train.finetune.epochs == 0:
         raise _Invalid(
             "train.finetune.epochs", 0, "at least one epoch of head_epochs + epochs"
         )
@@ -341,6 +343,10 @@ def _cross_checks(cfg: Config):
         if cfg.train.batch_size < 2:
             raise _Invalid("train.batch_size", cfg.train.batch_size, "at least 2 (half source, half target)")
     dist = cfg.distribute
+    if dist.cpu_devices is not None and dist.strategy in ("multi_worker", "tpu"):
+        raise _Invalid("distribute.cpu_devices", dist.cpu_devices,
+                       "null with strategy " + dist.strategy + " (it splits this process's CPU for "
+                       "mirrored, one_device, default or auto)")
     if dist.devices is not None and dist.strategy not in ("mirrored", "one_device"):
         raise _Invalid("distribute.devices", dist.devices, "only with strategy mirrored or one_device")
     if dist.strategy == "one_device" and dist.devices is not None and len(dist.devices) != 1:
@@ -405,9 +411,21 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
+def _check_given(data: dict):
+    """Keys that are valid on their own but would be silently unused with the others given."""
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    if data.get("adapt") is not None:
+        for stage in ("pretrain", "finetune"):
+            if train.get(stage) is not None:
+                raise _Invalid(f"train.{stage}", train[stage],
+                               "no such section with an adapt section: adaptation replaces pretrain and "
+                               "finetune and is configured under adapt (lr, epochs, optimizer)")
+
+
 def config_from_dict(data: dict, origin: str = "<config>") -> Config:
     try:
         cfg = _build(Config, data)
+        _check_given(data)
         _cross_checks(cfg)
     except _Invalid as err:
         raise ConfigError(

@@ -3,9 +3,11 @@
     python tests/replica_step.py OUT_DIR METHOD...
 
 Splits the CPU into two logical devices, then for each METHOD trains it ("finetune" or an adaptation
-method) for two steps from the same initial weights on the same global batches, once on
+method) for STEPS steps from the same initial weights on the same global batches, once on
 the default strategy and once on MirroredStrategy over both devices, and saves both sets
-of final weights (and the initial ones) in OUT_DIR/METHOD.npz.
+of final weights (and the initial ones) in OUT_DIR/METHOD.npz, with the last step's logs.
+Adaptation starts half-way through its schedule (progress 0.5 .. 0.83), so lambda and
+every adversarial gradient into the features are non-zero.
 """
 
 import os
@@ -27,7 +29,7 @@ from kerastl.adaptation import METHODS, ProgressCallback  # noqa: E402
 from kerastl.training.distribute import sync_batchnorm  # noqa: E402
 from kerastl.training.transfer_model import TransferModel  # noqa: E402
 
-CLASSES, BATCH, STEPS = 3, 8, 1
+CLASSES, BATCH, STEPS = 3, 8, 3
 
 
 def data():
@@ -51,9 +53,9 @@ def build(method):
     else:
         # No dropout in the discriminator: its masks are drawn per replica.
         params = {"dropout": 0.0} if "dropout" in METHODS.get(method).HPARAMS else {}
-        model = METHODS.get(method)(classifier, weight=1.0, total_steps=STEPS, **params)
+        model = METHODS.get(method)(classifier, weight=1.0, total_steps=2 * STEPS, **params)
         model(np.zeros((1, 32, 32, 3), np.float32))
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
         model.optimizer.build(classifier.trainable_variables + model.extra_variables())
     return model, classifier
 
@@ -71,9 +73,9 @@ def train(strategy, method, initial):
             half = BATCH // 2
             ds = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices((x, y)).batch(half),
                                       tf.data.Dataset.from_tensor_slices((xt, yt)).batch(half)))
-        model.fit(ds.take(STEPS), epochs=1, steps_per_epoch=STEPS, verbose=0, shuffle=False,
-                  callbacks=[] if method == "finetune" else [ProgressCallback()])
-    return [np.asarray(w) for w in model.get_weights()]
+        history = model.fit(ds.take(STEPS), epochs=1, steps_per_epoch=STEPS, verbose=0, shuffle=False,
+                            callbacks=[] if method == "finetune" else [ProgressCallback(STEPS)])
+    return [np.asarray(w) for w in model.get_weights()], {k: v[-1] for k, v in history.history.items()}
 
 
 def main():
@@ -82,12 +84,15 @@ def main():
     for method in methods:
         keras.utils.set_random_seed(0)
         model = build(method)[0]
-        initial = model.get_weights()
         names = np.array([w.path for w in model.weights])
-        one = train(tf.distribute.get_strategy(), method, initial)
-        two = train(mirrored, method, initial)
+        # A confident, uneven classifier: CDAN+E's entropy weights then differ between
+        # examples (and between replicas), as they do once a model has learned something.
+        initial = [w * 8.0 if name.endswith("predictions/kernel") else w
+                   for w, name in zip(model.get_weights(), names)]
+        one, logs = train(tf.distribute.get_strategy(), method, initial)
+        two, _ = train(mirrored, method, initial)
         np.savez(out_dir / f"{method}.npz", *(one + two + [np.asarray(w) for w in initial]),
-                 n=len(one), names=names)
+                 n=len(one), names=names, lam=logs.get("lambda", np.nan))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,15 @@ def split_classifier(classifier: keras.Model):
     return features, head
 
 
+def global_sum(x):
+    """Sum of `x` over every replica (x itself on one device); for normalisers that must be
+    those of the global batch. Not differentiated: use it on constants of the step."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(x))
+
+
 def mean_loss(values):
     """Mean over this replica's batch, scaled so that the sum over replicas is the mean."""
     return tf.reduce_mean(values) / replicas()

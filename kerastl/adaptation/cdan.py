@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kerastl.adaptation.base import register
+from kerastl.adaptation.base import global_sum, register
 from kerastl.adaptation.dann import DANN
 
 
@@ -15,7 +15,7 @@ class CDAN(DANN):
     The discriminator's input is the multilinear map f (x) g: the outer product of
     features and class probabilities, flattened. With `entropy: true` (the `cdan+e`
     method), each example is weighted by 1 + exp(-H(g)), so confident predictions count
-    more, normalised within each domain.
+    more, normalised within each domain over the global batch (all replicas).
     """
 
     HPARAMS = {**DANN.HPARAMS, "entropy": False}
@@ -33,8 +33,7 @@ class CDAN(DANN):
         entropy = -tf.reduce_sum(p * tf.math.log(p + 1e-5), axis=1)
         w = 1.0 + tf.exp(-tf.stop_gradient(entropy))
         ws, wt = w[:n_source], w[n_source:]
-        w = tf.concat([ws / tf.reduce_sum(ws), wt / tf.reduce_sum(wt)], axis=0)
-        return w
+        return tf.concat([ws / global_sum(tf.reduce_sum(ws)), wt / global_sum(tf.reduce_sum(wt))], axis=0)
 
 
 @register("cdan+e")

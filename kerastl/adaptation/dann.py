@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, mean_loss, register, replicas
+from kerastl.adaptation.base import AdaptationModel, global_sum, mean_loss, register
 from kerastl.models.layers import GradientReversal
 
 
@@ -27,7 +27,8 @@ def discriminator(input_dim: int, hidden: int, name: str, outputs: int = 1, drop
 def domain_loss(d_logits, n_source, weights=None):
     """Binary cross-entropy of source (1) vs target (0), and the discriminator accuracy.
 
-    `weights`, when given, weight the examples (normalised to sum to one per domain).
+    `weights`, when given, weight the examples; they are normalised over the global batch
+    (their sum over every replica), so N replicas take the one-device step.
     """
     n = tf.shape(d_logits)[0]
     labels = tf.concat([tf.ones([n_source, 1]), tf.zeros([n - n_source, 1])], axis=0)
@@ -35,7 +36,7 @@ def domain_loss(d_logits, n_source, weights=None):
     acc = tf.reduce_mean(tf.cast(tf.equal(tf.cast(d_logits > 0, tf.float32), labels), tf.float32))
     if weights is None:
         return mean_loss(loss), acc
-    return tf.reduce_sum(weights * loss) / tf.reduce_sum(weights) / replicas(), acc
+    return tf.reduce_sum(weights * loss) / global_sum(tf.reduce_sum(weights)), acc
 
 
 @register("dann")

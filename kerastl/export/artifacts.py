@@ -115,10 +115,14 @@ class SavedModelArtifact(Artifact):
         return self.images_fn(images=tf.constant(x))["scores"].numpy()
 
     def predict_files(self, images, files):
+        return self.predict_bytes([Path(f).read_bytes() for f in files])
+
+    def predict_bytes(self, data: list[bytes], batch: int = 64):
+        """serving_default on encoded images (what a REST or gRPC client sends)."""
         import tensorflow as tf
 
-        data = [Path(f).read_bytes() for f in files]
-        return self.bytes_fn(image_bytes=tf.constant(data))["scores"].numpy()
+        return np.concatenate([self.bytes_fn(image_bytes=tf.constant(data[i:i + batch]))["scores"].numpy()
+                               for i in range(0, len(data), batch)])
 
 
 class TFLiteArtifact(Artifact):

@@ -69,9 +69,13 @@ def _domain(run: str, config_text: str, which: str):
     return load_domain(cfg.target if which == "target" else cfg.source, cfg.seed, which)
 
 
-def compare(artifact, reference_probs: np.ndarray, data: CheckImages, latency_images: int = 50,
+def compare(artifact, reference_probs: np.ndarray | None, data: CheckImages, latency_images: int = 50,
             probs: np.ndarray | None = None) -> dict:
-    """The table row of `artifact`; `probs`: its predictions on `data` if already made."""
+    """The table row of `artifact`; `probs`: its predictions on `data` if already made.
+
+    `reference_probs=None` makes the reference's own row: accuracy, size and latency, with
+    no agreement (it would be 1.0 by construction); `latency_images=0` skips timing.
+    """
     if probs is None:
         probs = artifact.predict(data.images)
     top = probs.argmax(axis=1)
@@ -79,10 +83,10 @@ def compare(artifact, reference_probs: np.ndarray, data: CheckImages, latency_im
         "format": artifact.format,
         "file": str(artifact.path),
         "size_mb": round(artifact.size_bytes / 2**20, 3),
-        "agreement": float(np.mean(top == reference_probs.argmax(axis=1))),
+        "agreement": None if reference_probs is None else float(np.mean(top == reference_probs.argmax(axis=1))),
         "accuracy": float(np.mean(top == data.labels)),
-        "max_score_diff": float(np.max(np.abs(probs - reference_probs))),
-        "latency_ms": round(artifact.latency_ms(data.images, latency_images), 3),
+        "max_score_diff": None if reference_probs is None else float(np.max(np.abs(probs - reference_probs))),
+        "latency_ms": round(artifact.latency_ms(data.images, latency_images), 3) if latency_images else None,
         "images": data.source + f" ({len(data.labels)})",
     }
 
@@ -98,8 +102,11 @@ def format_rows(rows: list[dict]) -> str:
              f"{'max |dp|':>10}{'ms/image':>10}"]
     for r in rows:
         name = Path(r["file"]).name if not Path(r["file"]).is_dir() else str(Path(*Path(r["file"]).parts[-2:]))
-        lines.append(f"{r['format']:<12}{name:<28}{r['size_mb']:>9.3f}{r['agreement']:>11.4f}"
-                     f"{r['accuracy']:>10.4f}{r['max_score_diff']:>10.2g}{r['latency_ms']:>10.3f}")
+        agreement = "reference" if r["agreement"] is None else f"{r['agreement']:.4f}"
+        diff = "-" if r["max_score_diff"] is None else f"{r['max_score_diff']:.2g}"
+        latency = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}"
+        lines.append(f"{r['format']:<12}{name:<28}{r['size_mb']:>9.3f}{agreement:>11}"
+                     f"{r['accuracy']:>10.4f}{diff:>10}{latency:>10}")
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ def annealed_lr(lr: float, total_steps: int, alpha: float, beta: float):
 
 
 def paired_dataset(source_split, target_split, size, batch, num_classes, seed, steps,
-                   epochs, initial_epoch, augmenters):
+                   epochs, initial_epoch, augmenters, caches=(True, True)):
     """((xs, ys), (xt, yt)) batches of batch/2 + batch/2, `epochs * steps` of them."""
     import tensorflow as tf
 
@@ -46,10 +46,10 @@ def paired_dataset(source_split, target_split, size, batch, num_classes, seed, s
     half = max(batch // 2, 1)
     total = steps * epochs
     parts = []
-    for i, (split, augmenter) in enumerate(zip((source_split, target_split), augmenters)):
+    for i, (split, augmenter, cache) in enumerate(zip((source_split, target_split), augmenters, caches)):
         per_epoch = steps_per_epoch(split, half)
         needed = math.ceil(total / per_epoch)
-        parts.append(build_dataset(split, size, half, num_classes, training=True,
+        parts.append(build_dataset(split, size, half, num_classes, training=True, cache=cache,
                                    seed=seed * 7 + i, augmenter=augmenter, epochs=needed))
     ds = tf.data.Dataset.zip(tuple(parts)).take(total)
     return ds.skip(initial_epoch * steps).prefetch(tf.data.AUTOTUNE)
@@ -122,7 +122,9 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     src_train, tgt_train = source.splits["train"], target.splits["train"]
     steps = ac.steps_per_epoch or max(steps_per_epoch(src_train, half), steps_per_epoch(tgt_train, half))
     total = steps * ac.epochs
-    set_trainable(classifier, cfg.model.unfreeze, "frozen" if cfg.model.bn == "frozen" else "train")
+    from kerastl.training.trainer import resolve_bn
+
+    set_trainable(classifier, cfg.model.unfreeze, resolve_bn(cfg, "adapt"))
 
     method = METHODS.get(ac.method)
     model = method(classifier, weight=ac.weight, total_steps=total, **ac.params)
@@ -144,12 +146,26 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     else:
         before = (features_of(features, src_eval, size, batch, source.num_classes),
                   features_of(features, tgt_eval, size, batch, target.num_classes))
-        np.savez(run_dir / "features_before.npz", source=before[0], target=before[1])
+        runs.atomic_save(run_dir / "features_before.npz",
+                         lambda path: np.savez(path, source=before[0], target=before[1]))
+
+    from kerastl.training.trainer import _cache
 
     train_ds = paired_dataset(src_train, tgt_train, size, batch, target.num_classes, cfg.seed,
-                              steps, ac.epochs, initial_epoch, (augmenters["source"], augmenters["target"]))
+                              steps, ac.epochs, initial_epoch, (augmenters["source"], augmenters["target"]),
+                              caches=(_cache(cfg.source.cache, "adapt-source", "train", size),
+                                      _cache(cfg.target.cache, "adapt-target", "train", size)))
     val_split = source.splits.get("val")
-    val_ds = build_dataset(val_split, size, batch, source.num_classes) if val_split is not None else None
+    if val_split is not None and not len(val_split):
+        val_split = None
+    val_ds = (build_dataset(val_split, size, batch, source.num_classes,
+                            cache=_cache(cfg.source.cache, "adapt-source", "val", size))
+              if val_split is not None else None)
+    selection = ac.selection
+    if selection == "source_val" and val_ds is None:
+        log.warning("adapt.selection: source_val needs a source validation split and %s has none "
+                    "(source.val_fraction is 0); keeping the last epoch", source.name)
+        selection = "last (no source validation split)"
 
     best = dict(state.get("best", {})) if in_progress else {}
     best_path = checkpoint.dir / "best-classifier.weights.h5"
@@ -158,8 +174,8 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
         logs = {k: float(v) for k, v in logs.items()}
         if not all(np.isfinite(v) for v in logs.values()):
             return  # TerminateOnNaN stops the run; the check after fit explains
-        score = logs.get("val_accuracy", -epoch)
-        if ac.selection == "source_val" and score > best.get("score", -np.inf):
+        score = logs["val_accuracy"] if selection == "source_val" else None
+        if selection == "source_val" and score > best.get("score", -np.inf):
             runs.atomic_save(best_path, classifier.save_weights)
             best.update(score=score, epoch=epoch + 1)
         _warn_on_collapse(logs, target.num_classes, epoch)
@@ -190,7 +206,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
             )
 
     selected = ac.epochs
-    if ac.selection == "source_val" and best_path.exists():
+    if selection == "source_val" and best_path.exists():
         classifier.load_weights(best_path)
         selected = best["epoch"]
 
@@ -201,7 +217,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
             before = (f["source"], f["target"])
     report = {
         "method": ac.method,
-        "selection": {"criterion": ac.selection, "epoch": selected,
+        "selection": {"criterion": selection, "epoch": selected,
                       "source_val_accuracy": best.get("score")},
         "proxy_a_distance_after": proxy_a_distance(*after, seed=cfg.seed),
     }

@@ -68,10 +68,12 @@ def plan_phases(cfg: Config) -> list[Phase]:
 
 
 def resolve_bn(cfg: Config, stage: str) -> str:
-    """BatchNormalization policy of a stage's unfrozen phase (see ModelConfig.bn)."""
+    """BatchNormalization policy of a stage's unfrozen phase (see ModelConfig.bn); stage is
+    pretrain, finetune or adapt."""
     if cfg.model.bn != "auto":
         return cfg.model.bn
     # From scratch, BN must learn its statistics; a pretrained backbone keeps its own.
+    # (Adaptation trains from `model.weights` on source and target together.)
     pretrained = cfg.model.weights.lower() != "none" or (
         stage == "finetune" and cfg.source is not None
     )
@@ -96,11 +98,12 @@ def make_schedule(lr: float, steps: int, warmup_steps: int):
 def make_optimizer(st, lr_schedule):
     import keras
 
-    wd = st.weight_decay or None
+    wd = st.weight_decay or None  # Keras' None: no decay (0 would still add the op)
     if st.optimizer == "sgd":
         return keras.optimizers.SGD(lr_schedule, momentum=0.9, nesterov=True, weight_decay=wd)
     if st.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr_schedule, weight_decay=st.weight_decay or 0.004)
+        # AdamW's own default (0.004) only when the config names none; 0 means no decay.
+        return keras.optimizers.AdamW(lr_schedule, weight_decay=0.004 if st.weight_decay is None else st.weight_decay)
     return keras.optimizers.Adam(lr_schedule, weight_decay=wd)
 
 
