@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from kerastl.errors import ConfigError
+
+log = logging.getLogger("kerastl")
 
 
 
@@ -411,26 +414,26 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def _check_given(data: dict):
-    """Keys that are valid on their own but would be silently unused with the others given."""
+def _warn_unused(data: dict, origin: str):
+    """Keys that are valid on their own but unused with the others given: said, not ignored."""
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
     if data.get("adapt") is not None:
-        for stage in ("pretrain", "finetune"):
-            if train.get(stage) is not None:
-                raise _Invalid(f"train.{stage}", train[stage],
-                               "no such section with an adapt section: adaptation replaces pretrain and "
-                               "finetune and is configured under adapt (lr, epochs, optimizer)")
+        unused = [f"train.{stage}" for stage in ("pretrain", "finetune") if train.get(stage) is not None]
+        if unused:
+            log.warning("%s: %s not used: with an adapt section, adaptation replaces pretraining and "
+                        "fine-tuning (its schedule is adapt.epochs, adapt.lr, adapt.optimizer)",
+                        origin, " and ".join(unused) + (" are" if len(unused) > 1 else " is"))
 
 
 def config_from_dict(data: dict, origin: str = "<config>") -> Config:
     try:
         cfg = _build(Config, data)
-        _check_given(data)
         _cross_checks(cfg)
     except _Invalid as err:
         raise ConfigError(
             f"{origin}: {err.key}: {err.value!r} is not allowed; expected {err.allowed}"
         ) from None
+    _warn_unused(data, origin)
     return cfg
 
 
@@ -444,4 +447,8 @@ def load_config(path: Optional[Path] = None, overrides: tuple[str, ...] | list[s
 
 
 def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    data = cfg.to_dict()
+    if cfg.adapt is not None:  # unused with adaptation (see _warn_unused): not written as if in force
+        for stage in ("pretrain", "finetune"):
+            data["train"].pop(stage)
+    return yaml.safe_dump(data, sort_keys=False)

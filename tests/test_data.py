@@ -33,6 +33,24 @@ def test_builtin_splits_are_disjoint_and_few_label_subset_is_exact():
     np.testing.assert_array_equal(d.splits["train"].images, again.splits["train"].images)
 
 
+def test_split_indices_are_disjoint_and_cover_every_example():
+    from kerastl.data.builtin import split_indices
+
+    labels = np.repeat(np.arange(5), 37)
+    idx = split_indices(labels, 0.1, 0.2, seed=3)
+    together = np.concatenate(list(idx.values()))
+    assert len(together) == len(labels) and len(np.unique(together)) == len(labels)
+    assert 0.15 < len(idx["test"]) / len(labels) < 0.25
+
+
+def test_folder_splits_are_disjoint_and_cover_every_file(tmp_path):
+    root = make_image_folder(tmp_path / "data", per_class=15)
+    d = load_domain(DataConfig(dataset=str(root), val_fraction=0.2, test_fraction=0.2), 0, "target")
+    files = [set(s.paths) for s in d.splits.values()]
+    assert sum(len(f) for f in files) == 30 and len(set().union(*files)) == 30
+    assert set().union(*files) == {str(p) for p in root.rglob("*.png")}
+
+
 def test_labels_per_class_more_than_available_is_a_clear_error():
     with pytest.raises(DataError, match="target.labels_per_class: 500 is more than class"):
         load_domain(DataConfig(dataset="digits", labels_per_class=500), seed=0, origin="target")
@@ -60,6 +78,32 @@ def test_every_image_mode_becomes_rgb_uint8(tmp_path, mode, ext):
     arr = read_rgb(str(path))
     assert arr.shape == (20, 30, 3) and arr.dtype == np.uint8
     assert arr.max() > 0
+
+
+def test_pixel_values_of_each_mode(tmp_path):
+    # RGBA: half-transparent red on black is half red; fully transparent is black.
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (200, 0, 0, 255)
+    rgba[0, 1] = (200, 0, 0, 128)
+    rgba[1, 0] = (255, 255, 255, 0)
+    rgba[1, 1] = (10, 20, 30, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_rgb(str(tmp_path / "a.png")),
+                                  [[[200, 0, 0], [100, 0, 0]], [[0, 0, 0], [10, 20, 30]]])
+    # 16-bit greyscale scales 0..65535 to 0..255.
+    Image.fromarray(np.array([[0, 65535], [32896, 1000]], np.uint16)).save(tmp_path / "g.png")
+    np.testing.assert_array_equal(read_rgb(str(tmp_path / "g.png"))[..., 0], [[0, 255], [128, 3]])
+    assert (read_rgb(str(tmp_path / "g.png")) == read_rgb(str(tmp_path / "g.png"))[..., :1]).all()
+    # Palette: the palette's colours, not the indices.
+    pal = Image.new("P", (2, 1))
+    pal.putpalette([0, 0, 0, 12, 34, 56] + [0] * 762)
+    pal.putpixel((1, 0), 1)
+    pal.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_rgb(str(tmp_path / "p.png")), [[[0, 0, 0], [12, 34, 56]]])
+    # CMYK JPEG: pure cyan ink becomes (near) cyan RGB.
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(tmp_path / "c.jpg", quality=100)
+    cyan = read_rgb(str(tmp_path / "c.jpg")).reshape(-1, 3).mean(0)
+    assert cyan[0] < 10 and cyan[1] > 245 and cyan[2] > 245, cyan
 
 
 def test_bad_files_are_skipped_counted_and_listed(tmp_path):
@@ -114,19 +158,51 @@ def test_training_order_depends_only_on_seed_and_epoch():
     assert full[:4] != full[4:8]  # epochs are shuffled differently
 
 
-def test_augmentation_applies_to_training_only():
+def test_augmentation_applies_to_training_only_and_repeats_with_the_seed():
     from kerastl.data.augment import build_augmenter
     from kerastl.data.domain import Split
 
     images, labels = load_sklearn_digits()
     split = Split(labels=labels[:32], images=images[:32])
-    aug = build_augmenter({"translate": 0.3, "rotate": 0.2}, 0, "target")
-    plain = next(iter(build_dataset(split, 16, 32, 10, cache=False)))[0].numpy()
-    evald = next(iter(build_dataset(split, 16, 32, 10, cache=False)))[0].numpy()
-    np.testing.assert_array_equal(plain, evald)
-    trained = next(iter(build_dataset(split, 16, 32, 10, training=True, augmenter=aug)))[0].numpy()
+    aug = build_augmenter({"translate": 0.3, "rotate": 0.2}, "target")
+
+    def first_batch(**kw):
+        return next(iter(build_dataset(split, 16, 32, 10, cache=False, **kw)))[0].numpy()
+
+    plain = first_batch()
+    # An augmenter handed to an evaluation dataset is not applied.
+    np.testing.assert_array_equal(first_batch(augmenter=aug), plain)
+    unaugmented = first_batch(training=True, seed=3)
+    trained = first_batch(training=True, seed=3, augmenter=aug)
     assert trained.shape == plain.shape
-    assert not np.allclose(np.sort(trained.reshape(32, -1).sum(1)), np.sort(plain.reshape(32, -1).sum(1)))
+    assert np.abs(trained - unaugmented).mean() > 5.0  # the same images, moved
+    # The same seed draws the same transformations, in any run and any thread order.
+    np.testing.assert_array_equal(first_batch(training=True, seed=3, augmenter=aug), trained)
+    other = first_batch(training=True, seed=4, augmenter=build_augmenter({"translate": 0.3, "rotate": 0.2}, "target"))
+    assert not np.array_equal(np.sort(other.reshape(32, -1).sum(1)), np.sort(trained.reshape(32, -1).sum(1)))
+
+
+def test_a_resumed_epoch_is_augmented_like_the_uninterrupted_one():
+    from kerastl.data.augment import build_augmenter
+    from kerastl.data.domain import Split
+
+    images, labels = load_sklearn_digits()
+    split = Split(labels=labels[:48], images=images[:48])
+    aug = build_augmenter({"zoom": 0.2, "flip": "horizontal"}, "source")
+    full = [x.numpy() for x, _ in build_dataset(split, 16, 16, 10, training=True, seed=1, augmenter=aug, epochs=3)]
+    resumed = [x.numpy() for x, _ in build_dataset(split, 16, 16, 10, training=True, seed=1, augmenter=aug, epochs=3,
+                                                   initial_epoch=2)]
+    assert len(full) == 9 and len(resumed) == 3
+    for a, b in zip(full[6:], resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_augment_value_is_a_config_error():
+    from kerastl.data.augment import build_augmenter
+    from kerastl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="target.augment.rotate: 'lots' is not accepted"):
+        build_augmenter({"rotate": "lots"}, "target")
 
 
 def test_unknown_augmentation_is_a_config_error():
@@ -134,7 +210,7 @@ def test_unknown_augmentation_is_a_config_error():
     from kerastl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="target.augment.flop: unknown augmentation 'flop'. Did you mean flip"):
-        build_augmenter({"flop": "horizontal"}, 0, "target")
+        build_augmenter({"flop": "horizontal"}, "target")
 
 
 def test_tfds_image_folder(tmp_path):

@@ -69,9 +69,13 @@ def test_resume_after_kill_ends_where_the_uninterrupted_run_does(tmp_path, train
     assert not (run / "metrics.json").exists()
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["phase"] == "pretrain/full" and state["epoch"] < 2
+    finished = len(state["history"])
+    assert finished == state["epoch"] + 1
 
     result = CliRunner().invoke(main, ["train", "--resume", str(run), "--quiet"])
     assert result.exit_code == 0, result.output
+    # Only the unfinished epochs were trained again.
+    assert f"resumed  after {finished} finished epoch(s); {9 - finished} epoch(s) trained now" in result.output
     resumed = json.loads((run / "metrics.json").read_text())
     uninterrupted = trained_run.metrics
     history = (run / "history.csv").read_text().splitlines()

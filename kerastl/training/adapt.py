@@ -143,6 +143,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     initial_epoch = state["epoch"] + 1 if in_progress else 0
     if in_progress:
         model.load_weights(checkpoint.dir / state["model"])
+        checkpoint.restore_rng(model, state)
     else:
         before = (features_of(features, src_eval, size, batch, source.num_classes),
                   features_of(features, tgt_eval, size, batch, target.num_classes))

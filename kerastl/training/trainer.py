@@ -50,6 +50,8 @@ class RunResult:
     run_dir: Path
     metrics: dict
     history: list = field(default_factory=list)
+    # Epochs trained by this call (fewer than the history's rows when it resumed a run).
+    epochs_run: int = 0
 
 
 def plan_phases(cfg: Config) -> list[Phase]:
@@ -110,7 +112,7 @@ def make_optimizer(st, lr_schedule):
 class _Checkpoint:
     """Saves weights, optimizer state and progress at the end of every epoch."""
 
-    FILES = ("weights", "optimizer", "model")  # the keys of state.json that name files
+    FILES = ("weights", "optimizer", "model", "rng")  # the keys of state.json that name files
 
     def __init__(self, run_dir: Path):
         self.dir = run_dir / runs.CHECKPOINT
@@ -123,13 +125,33 @@ class _Checkpoint:
 
     def save(self, classifier, transfer_model, state: dict):
         values = [v.numpy() for o in transfer_model.optimizers() for v in o.variables]
+        rng = [v.numpy() for v in _rng_variables(classifier)]
         self._commit(state, weights=("weights", ".weights.h5", classifier.save_weights),
-                     optimizer=("optimizer", ".npz", lambda p: np.savez(p, *values)))
+                     optimizer=("optimizer", ".npz", lambda p: np.savez(p, *values)),
+                     rng=("rng", ".npz", lambda p: np.savez(p, *rng)))
 
     def save_model(self, model, classifier, state: dict):
         """For adaptation: the whole model (sub-models and optimizer state) in one file."""
+        rng = [v.numpy() for v in _rng_variables(model)]
         self._commit(state, model=("model", ".weights.h5", model.save_weights),
-                     weights=("weights", ".weights.h5", classifier.save_weights))
+                     weights=("weights", ".weights.h5", classifier.save_weights),
+                     rng=("rng", ".npz", lambda p: np.savez(p, *rng)))
+
+    def restore_rng(self, model, state: dict):
+        """Dropout's random states as they were at the checkpoint, so a resumed run draws
+        the masks the uninterrupted one would have drawn."""
+        if not state.get("rng"):
+            return
+        with np.load(self.dir / state["rng"]) as f:
+            values = [f[f"arr_{i}"] for i in range(len(f.files))]
+        variables = _rng_variables(model)
+        if len(values) != len(variables):
+            raise KerastlError(
+                f"{self.dir}: the checkpoint's random states do not fit this run "
+                f"({len(values)} values for {len(variables)} seed generators)"
+            )
+        for var, value in zip(variables, values):
+            var.assign(value)
 
     def _commit(self, state: dict, **files):
         """Writes each file under a new name, then state.json naming them (the commit
@@ -160,6 +182,13 @@ class _Checkpoint:
             )
         for var, value in zip(variables, values):
             var.assign(value)
+
+
+def _rng_variables(model) -> list:
+    """The seed-generator states of `model`'s layers (Dropout's): among `model.variables`
+    but not its weights, so `save_weights` leaves them out."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
 
 
 def epoch_end_callback(on_end):
@@ -352,9 +381,12 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
         sync_batchnorm(classifier, cfg.distribute.sync_batchnorm)
     phases = plan_phases(cfg)
     history: list[dict] = list(state["history"]) if state else []
+    resumed_rows = len(history)
     done = set(state["done"]) if state else set()
     if state:
         checkpoint.restore_weights(classifier, state)
+        if cfg.adapt is None:  # the adapt stage restores its whole model's states itself
+            checkpoint.restore_rng(classifier, state)
 
     domains = {"source": source, "target": target}
     batch = cfg.train.batch_size
@@ -470,6 +502,7 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
     runs.write_json(run_dir / runs.METRICS, metrics)
 
     elapsed = time.time() - started
+    epochs_run = len(history) - resumed_rows
     # The summary shows even with --quiet, which only silences progress bars.
     lines = [
         "",
@@ -485,6 +518,8 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
         ),
         f"  time     {elapsed:.0f} s",
     ]
+    if resumed_rows:
+        lines.append(f"  resumed  after {resumed_rows} finished epoch(s); {epochs_run} epoch(s) trained now")
     if adaptation is not None:
         sel = adaptation["selection"]
         lines.append(f"  adapted  {adaptation['method']}; kept epoch {sel['epoch']} by {sel['criterion']}; "
@@ -502,4 +537,4 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
                      f"weights sha256 {digest[:16]}")
     lines.append(f"  saved    {run_dir / runs.MODEL}, {runs.METRICS}, {runs.HISTORY}, logs/")
     echo("\n".join(lines))
-    return RunResult(run_dir=run_dir, metrics=metrics, history=history)
+    return RunResult(run_dir=run_dir, metrics=metrics, history=history, epochs_run=epochs_run)
