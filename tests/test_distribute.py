@@ -214,3 +214,12 @@ def test_mixed_precision_and_xla_train_like_float32(trained_run, float32_run, tm
     # The saved model reloads and predicts.
     model = keras.saving.load_model(tmp_path / "other" / "model.keras", compile=False)
     assert np.all(np.isfinite(model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)))
+    # The option was in force, not only recorded: the layers computed in the policy's dtype
+    # (the output layer stays float32), and the trained weights are not float32's bit for bit
+    # (one device is deterministic, so an ignored option would give float32's digest).
+    from kerastl.models.factory import get_backbone
+
+    policies = {layer.dtype_policy.name for layer in get_backbone(model).layers if layer.weights}
+    assert policies == {overrides.get("mixed_precision", "float32")}
+    assert model.get_layer("predictions").dtype_policy.name == "float32"
+    assert other.metrics["distribute"]["weights_sha256"] != float32_run.metrics["distribute"]["weights_sha256"]

@@ -60,12 +60,32 @@ def test_export_writes_versions_and_never_overwrites(run, serving):
 
     path, row = serving
     assert path == run / "serving" / "1"
-    assert row["agreement"] == 1.0 and row["max_score_diff"] < 1e-5
+    # Both signatures were checked: serving_images on the arrays, serving_default on PNGs.
+    assert row["agreement"] == 1.0 and row["agreement_image_bytes"] == 1.0 and row["max_score_diff"] < 1e-5
     again, _ = export_serving(str(run), top_k=3, max_images=20)
     assert again == run / "serving" / "2"
     assert (path / "saved_model.pb").is_file()
     assert not [p for p in (run / "serving").iterdir() if p.name.startswith(".")]
     assert "serving/1" in json.loads((run / "exports.json").read_text())
+
+
+def test_export_under_the_floor_writes_nothing(run, serving, monkeypatch):
+    from kerastl.export import serving as serving_module
+    from kerastl.export.artifacts import SavedModelArtifact
+
+    before = sorted(p.name for p in (run / "serving").iterdir())
+    table = json.loads((run / "exports.json").read_text())
+    # A serving_default that decodes differently from kerastl's reader (here: upside down).
+    real = SavedModelArtifact.predict_bytes
+    monkeypatch.setattr(SavedModelArtifact, "predict_bytes",
+                        lambda self, data, batch=64: real(self, data, batch)[::-1])
+    result = CliRunner().invoke(main, ["export", str(run), "--max-images", "40"])
+    assert result.exit_code == 2, result.output
+    assert "SavedModel (serving_default): top-1 agreement with the Keras model is" in result.output
+    assert "under the floor 0.999; nothing was written" in result.output
+    assert sorted(p.name for p in (run / "serving").iterdir()) == before
+    assert json.loads((run / "exports.json").read_text()) == table
+    assert serving_module.next_version(run / "serving") == len(before) + 1
 
 
 def test_saved_model_cli_lists_both_signatures(serving):
@@ -145,7 +165,7 @@ def test_every_quantization_converts_runs_in_litert_and_agrees(run, quantize, io
     assert path.name == {"none": "model.tflite"}.get(quantize, f"model-{quantize}" + (
         f"-{io_type}io" if io_type != "float32" else "") + ".tflite")
     assert row["agreement"] >= floor and row["latency_ms"] > 0 and row["size_mb"] > 0
-    assert keras_row["agreement"] == 1.0
+    assert keras_row["agreement"] is None and keras_row["format"] == "keras"
     labels = (run / "labels.txt").read_text().split()
     assert read_tflite_labels(path) == labels
     interpreter_input = TFLiteArtifact(path).input
@@ -157,7 +177,13 @@ def test_every_quantization_converts_runs_in_litert_and_agrees(run, quantize, io
 def test_labels_are_recoverable_from_the_tflite_file_alone(run, tmp_path):
     from kerastl.export.convert import convert_run
 
-    path, _, _ = convert_run(str(run), max_images=50, echo=lambda s: None)
+    path, _, keras_row = convert_run(str(run), echo=lambda s: None)
+    # The Keras row is the reference (no agreement with itself); on the whole test split its
+    # accuracy is the one the training run reported.
+    assert keras_row["agreement"] is None and keras_row["images"] == "digits:test (359)"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert keras_row["accuracy"] == pytest.approx(metrics["target_test"]["accuracy"], abs=1e-9)
+    assert "reference" in (run / "exports.txt").read_text()
     alone = tmp_path / "phone" / "model.tflite"
     alone.parent.mkdir()
     shutil.copy(path, alone)
