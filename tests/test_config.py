@@ -92,3 +92,78 @@ def test_resolved_config_round_trips():
     cfg = config_from_dict(TINY)
     again = config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
     assert again == cfg
+
+
+@pytest.mark.parametrize(
+    "data, key, words",
+    [
+        ({"distribute": {"strategy": "multi_worker", "cpu_devices": 2}}, "distribute.cpu_devices",
+         "null with strategy multi_worker"),
+        ({"distribute": {"strategy": "tpu", "cpu_devices": 2}}, "distribute.cpu_devices", "null with strategy tpu"),
+    ],
+)
+def test_keys_that_would_be_ignored_are_errors(data, key, words):
+    with pytest.raises(ConfigError, match=f"{key}: .* expected {words}"):
+        config_from_dict(data)
+
+
+def test_training_stages_under_adapt_are_reported_unused_and_not_saved(caplog):
+    from kerastl.config import dump_config
+
+    data = dict(TINY, adapt={"method": "dann"})
+    with caplog.at_level("WARNING", logger="kerastl"):
+        cfg = config_from_dict(data, "job.yaml")
+    assert "job.yaml: train.pretrain and train.finetune are not used: with an adapt section" in caplog.text
+    saved = yaml.safe_load(dump_config(cfg))
+    assert "finetune" not in saved["train"] and "pretrain" not in saved["train"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kerastl"):
+        assert config_from_dict(saved).adapt.method == "dann"
+    assert not caplog.records  # a resumed run's own config.yaml does not warn again
+
+
+def test_weight_decay_zero_means_none_even_for_adamw():
+    from kerastl.training.trainer import make_optimizer
+
+    cfg = config_from_dict({"train": {"finetune": {"optimizer": "adamw", "weight_decay": 0.0}}})
+    assert make_optimizer(cfg.train.finetune, 0.01).weight_decay == 0.0
+    cfg = config_from_dict({"train": {"finetune": {"optimizer": "adamw"}}})
+    assert make_optimizer(cfg.train.finetune, 0.01).weight_decay == pytest.approx(0.004)
+    cfg = config_from_dict({"train": {"finetune": {"optimizer": "sgd", "weight_decay": 0.01}}})
+    assert make_optimizer(cfg.train.finetune, 0.01).weight_decay == pytest.approx(0.01)
+
+
+def test_bn_auto_rule_for_every_stage():
+    from kerastl.training.trainer import resolve_bn
+
+    scratch = config_from_dict(dict(TINY, adapt={"method": "dann"}))
+    assert [resolve_bn(scratch, s) for s in ("pretrain", "finetune", "adapt")] == ["train", "frozen", "train"]
+    pretrained = config_from_dict(dict(TINY, model=dict(TINY["model"], weights="imagenet"), adapt={"method": "dann"}))
+    assert [resolve_bn(pretrained, s) for s in ("pretrain", "finetune", "adapt")] == ["frozen"] * 3
+
+
+def test_bad_augment_fails_before_any_training(tmp_path):
+    import time
+
+    data = dict(TINY, target=dict(TINY["target"], augment={"rotate": "lots"}))
+    path = write_config(tmp_path / "c.yaml", data)
+    start = time.time()
+    result = CliRunner().invoke(main, ["train", path, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert "target.augment.rotate: 'lots' is not accepted" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+    # Pretraining on the source would have come first; it never started.
+    assert time.time() - start < 30
+
+
+def test_cli_rejects_top_k_zero_and_workers_resume_of_a_single_process_run(tmp_path):
+    from kerastl.config import dump_config
+
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--top-k", "0"])
+    assert result.exit_code == 2 and "--top-k" in result.output and "Traceback" not in result.output
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(config_from_dict(TINY)))
+    result = CliRunner().invoke(main, ["train", "--workers", "2", "--resume", str(run)])
+    assert result.exit_code == 2
+    assert "started with distribute.strategy auto, not by --workers; resume it without --workers" in result.output

@@ -182,6 +182,22 @@ def test_a_failing_worker_fails_the_launched_job(tmp_path):
     assert any(line.startswith("[worker-") and "nonexistent.yaml" in line for line in lines)
 
 
+def test_when_one_worker_fails_the_launcher_stops_the_others(monkeypatch):
+    """Worker 1 fails at once; worker 0 would run for a minute: the launcher stops it and
+    returns worker 1's exit code."""
+    from kerastl.training import launcher
+
+    script = ("import json, os, sys, time; i = json.loads(os.environ['TF_CONFIG'])['task']['index']; "
+              "print('up', flush=True); time.sleep(60) if i == 0 else sys.exit(3)")
+    monkeypatch.setattr(launcher, "worker_command", lambda args: [sys.executable, "-c", script])
+    lines = []
+    start = time.time()
+    code = launcher.launch(2, [], echo=lines.append)
+    assert code == 3 and time.time() - start < 30
+    assert "[launcher] worker-1 exited with 3; stopping the others" in lines
+    assert "[worker-0] up" in lines
+
+
 def _finetune(trained_run, out, extra):
     from conftest import tiny_config
 

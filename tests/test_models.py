@@ -178,3 +178,21 @@ def test_classifier_reloads_in_safe_mode_without_custom_objects(tmp_path):
     again = keras.saving.load_model(path, safe_mode=True, compile=False)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=1e-6)
+
+
+def test_weights_from_a_run_directory_load_its_trained_backbone(trained_run):
+    import keras
+
+    from kerastl.config import load_config
+
+    run = trained_run.run_dir
+    cfg = load_config(run / "config.yaml").model
+    cfg.weights = str(run)
+    fresh = build_classifier(cfg, 5)[0]
+    trained = keras.saving.load_model(run / "model.keras", compile=False)
+    for a, b in zip(get_backbone(fresh).get_weights(), get_backbone(trained).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert fresh.output_shape == (None, 5)  # a new head for the new task
+    cfg.backbone, cfg.backbone_args = "MobileNetV2", {"alpha": 0.35}
+    with pytest.raises(ModelError, match="trained a MobileNetV3Small, not a MobileNetV2"):
+        build_classifier(cfg, 5)

@@ -44,12 +44,16 @@ def _pump(stream, prefix: str, echo):
     stream.close()
 
 
+def worker_command(train_args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "kerastl", "train", *train_args]
+
+
 def launch(count: int, train_args: list[str], echo=print) -> int:
     """Runs `kerastl train *train_args` as `count` workers; returns the job's exit code."""
     procs, pumps = [], []
     for i, conf in enumerate(tf_configs(count)):
         env = dict(os.environ, TF_CONFIG=json.dumps(conf), PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "kerastl", "train", *train_args]
+        cmd = worker_command(train_args)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         pump = threading.Thread(target=_pump, args=(proc.stdout, f"[worker-{i}]", echo), daemon=True)
