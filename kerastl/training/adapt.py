@@ -114,7 +114,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     from kerastl.adaptation.base import split_classifier
     from kerastl.data.pipeline import build_dataset, steps_per_epoch
     from kerastl.models.factory import set_trainable
-    from kerastl.training.trainer import epoch_end_callback
+    from kerastl.training.trainer import _cache, epoch_end_callback, resolve_bn
 
     ac = cfg.adapt
     batch = cfg.train.batch_size
@@ -122,8 +122,6 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     src_train, tgt_train = source.splits["train"], target.splits["train"]
     steps = ac.steps_per_epoch or max(steps_per_epoch(src_train, half), steps_per_epoch(tgt_train, half))
     total = steps * ac.epochs
-    from kerastl.training.trainer import resolve_bn
-
     set_trainable(classifier, cfg.model.unfreeze, resolve_bn(cfg, "adapt"))
 
     method = METHODS.get(ac.method)
@@ -149,8 +147,6 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
                   features_of(features, tgt_eval, size, batch, target.num_classes))
         runs.atomic_save(run_dir / "features_before.npz",
                          lambda path: np.savez(path, source=before[0], target=before[1]))
-
-    from kerastl.training.trainer import _cache
 
     train_ds = paired_dataset(src_train, tgt_train, size, batch, target.num_classes, cfg.seed,
                               steps, ac.epochs, initial_epoch, (augmenters["source"], augmenters["target"]),

@@ -1,0 +1,74 @@
+"""The fine-tuning choices of configs/default.yaml against the alternatives they replaced.
+
+Runs the default job and variants of it (each a set of `--set` overrides) for the given
+seeds and writes target test accuracies to benchmarks/results/recipe_choices.{json,md}:
+
+- default: BN keeps learning while fine-tuning (`model.bn: train`), all layers at one lr;
+- classic: the head-first recipe: 5 head-only epochs, frozen BN, backbone lr x 0.1;
+- keras_bn_momentum: the backbone's own BN momentum (0.999) instead of 0.9.
+
+    python benchmarks/recipe_choices.py [--seeds 0] [--variants default classic ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+VARIANTS = {
+    "default": [],
+    "classic": ["model.bn=frozen", "train.finetune.head_epochs=5", "train.finetune.backbone_lr_mult=0.1"],
+    "keras_bn_momentum": ["model.bn_momentum=null"],
+}
+
+
+def run(variant: str, seed: int, workdir: Path) -> dict:
+    out = workdir / f"{variant}-{seed}"
+    cmd = [sys.executable, "-m", "kerastl", "train", "--quiet", "--out", str(out), "--set", f"seed={seed}"]
+    for override in VARIANTS[variant]:
+        cmd += ["--set", override]
+    start = time.time()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"variant": variant, "seed": seed, "seconds": round(time.time() - start, 1),
+            "target_test_accuracy": metrics["target_test"]["accuracy"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in args.variants:
+            for seed in args.seeds:
+                rows.append(run(variant, seed, Path(tmp)))
+                print(rows[-1], flush=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "recipe_choices.json").write_text(json.dumps({"machine": machine, "seeds": args.seeds,
+                                                             "variants": VARIANTS, "runs": rows}, indent=2) + "\n")
+    lines = ["# Fine-tuning choices of configs/default.yaml", "",
+             f"Target test accuracy (configs/default.yaml and the overrides shown), seeds {args.seeds}; {machine}.", "",
+             "| variant | overrides | mean | per seed |", "|---|---|---|---|"]
+    for variant in args.variants:
+        accs = [r["target_test_accuracy"] for r in rows if r["variant"] == variant]
+        lines.append(f"| {variant} | {' '.join(VARIANTS[variant]) or '-'} | {statistics.mean(accs):.3f} | "
+                     f"{', '.join(f'{a:.3f}' for a in accs)} |")
+    (RESULTS / "recipe_choices.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
