@@ -24,8 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = ["source_only", "dann", "cdan", "cdan+e", "mdd", "mcd", "wdgrl", "deep_coral", "dan",
-           "target_oracle"]
+sys.path.insert(0, str(ROOT))
+from kerastl.adaptation.catalog import CATALOG  # noqa: E402
+
+# Every registered method, the two references first and last.
+METHODS = ["source_only", *(m for m in CATALOG.names() if m not in ("source_only", "target_oracle")), "target_oracle"]
 
 
 def config_path(method: str) -> Path:

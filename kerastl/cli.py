@@ -233,12 +233,14 @@ def backbones(family):
 @main.command()
 def methods():
     """List the domain adaptation methods (adapt.method) and their parameters (adapt.params)."""
-    from kerastl.adaptation import METHODS
+    from kerastl.adaptation.catalog import CATALOG
 
-    for name, cls in METHODS.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        params = ", ".join(f"{k}={v}" for k, v in cls.HPARAMS.items()) or "none"
-        click.echo(f"{name:<14}{doc}\n{'':<14}params: {params}")
+    for name, spec in CATALOG.items():
+        click.echo(f"{name:<14}{spec.summary}")
+        for key, param in spec.params.items():
+            bounds = "" if param.low is None and param.high is None else (
+                f" [{param.low if param.low is not None else ''}..{param.high if param.high is not None else ''}]")
+            click.echo(f"{'':<14}  {key}={param.default} ({param.type.__name__}{bounds}): {param.help}")
 
 
 if __name__ == "__main__":

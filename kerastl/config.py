@@ -145,7 +145,7 @@ class DistributeConfig:
 class AdaptConfig:
     """Unsupervised domain adaptation (replaces pretrain + finetune when present)."""
 
-    # source_only, target_oracle, dann, cdan, cdan+e, mdd, mcd, wdgrl, deep_coral, dan.
+    # One of `kerastl methods` (declared in kerastl/adaptation/catalog.py).
     method: str = "dann"
     # loss = source classification loss + weight x adaptation loss.
     weight: float = field(default=1.0, metadata={"range": (0.0, 100.0)})
@@ -330,19 +330,23 @@ def _cross_checks(cfg: Config):
             "train.finetune.epochs", 0, "at least one epoch of head_epochs + epochs"
         )
     if cfg.adapt is not None:
-        from kerastl.adaptation import METHODS
+        from kerastl.adaptation.catalog import CATALOG  # no TensorFlow: validating stays fast
 
-        if cfg.adapt.method not in METHODS:
-            raise _Invalid("adapt.method", cfg.adapt.method, "one of " + ", ".join(METHODS.names()))
+        if cfg.adapt.method not in CATALOG:
+            raise _Invalid("adapt.method", cfg.adapt.method, "one of " + ", ".join(CATALOG.names()))
+        cfg.adapt.method = CATALOG.canonical(cfg.adapt.method)
         if cfg.source is None:
             raise _Invalid("source", None, "a labelled source domain: adaptation needs one")
-        unknown = set(cfg.adapt.params) - set(METHODS.get(cfg.adapt.method).HPARAMS)
-        if unknown:
-            hp = METHODS.get(cfg.adapt.method).HPARAMS
-            raise _Invalid(
-                f"adapt.params.{sorted(unknown)[0]}", cfg.adapt.params[sorted(unknown)[0]],
-                f"a parameter of {cfg.adapt.method}: {', '.join(hp) or 'it takes none'}",
-            )
+        spec = CATALOG.get(cfg.adapt.method)
+        try:
+            spec.check_params(cfg.adapt.params)
+        except KeyError as err:
+            name = err.args[0]
+            raise _Invalid(f"adapt.params.{name}", cfg.adapt.params[name],
+                           f"a parameter of {spec.name}: {', '.join(spec.params) or 'it takes none'}") from None
+        except ValueError as err:
+            name, allowed = err.args
+            raise _Invalid(f"adapt.params.{name}", cfg.adapt.params[name], allowed) from None
         if cfg.train.batch_size < 2:
             raise _Invalid("train.batch_size", cfg.train.batch_size, "at least 2 (half source, half target)")
     dist = cfg.distribute
@@ -360,6 +364,21 @@ def _cross_checks(cfg: Config):
 
 # --------------------------------------------------------------------------------------
 # Loading and overrides
+
+
+def check_method_params(method: str, params: dict) -> dict:
+    """A method's full hyper-parameters (catalog defaults + `params`), or ConfigError."""
+    from kerastl.adaptation.catalog import CATALOG
+
+    spec = CATALOG.get(method)
+    try:
+        return spec.check_params(params)
+    except KeyError as err:
+        raise ConfigError(f"adapt.params.{err.args[0]}: not a parameter of {spec.name}; "
+                          f"it takes {', '.join(spec.params) or 'none'}") from None
+    except ValueError as err:
+        name, allowed = err.args
+        raise ConfigError(f"adapt.params.{name}: {params[name]!r} is not allowed; expected {allowed}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -5,7 +5,7 @@ import tensorflow as tf
 import keras
 from conftest import tiny_classifier
 
-from kerastl.adaptation import METHODS, ProgressCallback
+from kerastl.adaptation import CATALOG, METHODS, ProgressCallback
 from kerastl.adaptation.dann import grl_lambda
 from kerastl.models.factory import set_trainable
 from kerastl.models.layers import GradientReversal
@@ -28,7 +28,7 @@ def _paired(n=8, classes=3, seed=0):
     return tf.data.Dataset.from_tensor_slices(((xs, ys), (xt, yt))).batch(4).repeat()
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", CATALOG.names())
 def test_every_method_trains_a_few_steps_with_finite_losses(method):
     classifier = _tiny_classifier()
     model = METHODS.get(method)(classifier, weight=1.0, total_steps=3)
@@ -107,5 +107,7 @@ def test_dann_lambda_follows_training_progress():
 def test_unknown_method_parameter_is_a_config_error():
     from kerastl.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="adapt.params: \\['gama'\\] not known to dann"):
+    with pytest.raises(ConfigError, match="adapt.params.gama: not a parameter of dann; it takes gamma, max_lambda"):
         METHODS.get("dann")(_tiny_classifier(), gama=3)
+    with pytest.raises(ConfigError, match="adapt.params.hidden: 'big' is not allowed; expected an integer"):
+        METHODS.get("dann")(_tiny_classifier(), hidden="big")

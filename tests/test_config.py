@@ -123,18 +123,20 @@ def test_training_stages_under_adapt_are_reported_unused_and_not_saved(caplog):
 
 
 def test_weight_decay_zero_means_none_even_for_adamw():
-    from kerastl.training.trainer import make_optimizer
+    from kerastl.training.recipe import make_optimizer
 
-    cfg = config_from_dict({"train": {"finetune": {"optimizer": "adamw", "weight_decay": 0.0}}})
-    assert make_optimizer(cfg.train.finetune, 0.01).weight_decay == 0.0
-    cfg = config_from_dict({"train": {"finetune": {"optimizer": "adamw"}}})
-    assert make_optimizer(cfg.train.finetune, 0.01).weight_decay == pytest.approx(0.004)
-    cfg = config_from_dict({"train": {"finetune": {"optimizer": "sgd", "weight_decay": 0.01}}})
-    assert make_optimizer(cfg.train.finetune, 0.01).weight_decay == pytest.approx(0.01)
+    def built(finetune):
+        st = config_from_dict({"train": {"finetune": finetune}}).train.finetune
+        return make_optimizer(st.optimizer, 0.01, st.weight_decay)
+
+    assert built({"optimizer": "adamw", "weight_decay": 0.0}).weight_decay == 0.0
+    assert built({"optimizer": "adamw"}).weight_decay == pytest.approx(0.004)
+    assert built({"optimizer": "sgd", "weight_decay": 0.01}).weight_decay == pytest.approx(0.01)
+    assert built({"optimizer": "adam"}).weight_decay is None
 
 
 def test_bn_auto_rule_for_every_stage():
-    from kerastl.training.trainer import resolve_bn
+    from kerastl.training.recipe import resolve_bn
 
     scratch = config_from_dict(dict(TINY, adapt={"method": "dann"}))
     assert [resolve_bn(scratch, s) for s in ("pretrain", "finetune", "adapt")] == ["train", "frozen", "train"]
@@ -167,3 +169,42 @@ def test_cli_rejects_top_k_zero_and_workers_resume_of_a_single_process_run(tmp_p
     result = CliRunner().invoke(main, ["train", "--workers", "2", "--resume", str(run)])
     assert result.exit_code == 2
     assert "started with distribute.strategy auto, not by --workers; resume it without --workers" in result.output
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"gama": 3}, "adapt.params.gama: 3 is not allowed; expected a parameter of dann: gamma, max_lambda"),
+        ({"hidden": 1.5}, "adapt.params.hidden: 1.5 is not allowed; expected an integer"),
+        ({"max_lambda": -1}, "adapt.params.max_lambda: -1 is not allowed; expected a number between 0.0 and 100.0"),
+        ({"dropout": "half"}, "adapt.params.dropout: 'half' is not allowed; expected a number"),
+    ],
+)
+def test_method_parameters_are_typed_and_ranged_at_config_time(params, words):
+    with pytest.raises(ConfigError, match=words.replace(".", "\\.")):
+        config_from_dict(dict(TINY, adapt={"method": "dann", "params": params}))
+
+
+def test_a_bad_adapt_section_fails_without_importing_tensorflow(tmp_path):
+    """Validation reads the TF-free method catalog: the mistake is reported at once."""
+    import json
+    import subprocess
+    import sys
+
+    path = write_config(tmp_path / "bad.yaml", dict(TINY, adapt={"method": "dann", "params": {"max_lambda": "x"}}))
+    script = ("import json, sys; from click.testing import CliRunner; from kerastl.cli import main; "
+              f"r = CliRunner().invoke(main, ['train', {path!r}]); "
+              "print(json.dumps([r.exit_code, r.output, 'tensorflow' in sys.modules, 'keras' in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    code, output, tf_loaded, keras_loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert code == 2 and "adapt.params.max_lambda: 'x' is not allowed; expected a number" in output
+    assert not tf_loaded and not keras_loaded
+
+
+def test_every_committed_config_validates():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+    assert len(configs) >= 11
+    for path in configs:
+        load_config(path)

@@ -34,7 +34,7 @@ def test_builtin_splits_are_disjoint_and_few_label_subset_is_exact():
 
 
 def test_split_indices_are_disjoint_and_cover_every_example():
-    from kerastl.data.builtin import split_indices
+    from kerastl.data.splits import split_indices
 
     labels = np.repeat(np.arange(5), 37)
     idx = split_indices(labels, 0.1, 0.2, seed=3)
@@ -149,7 +149,7 @@ def test_split_folders_with_different_classes_is_an_error(tmp_path):
 
 def test_training_order_depends_only_on_seed_and_epoch():
     images, labels = load_sklearn_digits()
-    from kerastl.data.domain import Split
+    from kerastl.data.splits import Split
 
     split = Split(labels=labels[:64], images=images[:64])
     full = [y.numpy().argmax(1).tolist() for _, y in build_dataset(split, 8, 16, 10, training=True, seed=5, epochs=3)]
@@ -160,7 +160,7 @@ def test_training_order_depends_only_on_seed_and_epoch():
 
 def test_augmentation_applies_to_training_only_and_repeats_with_the_seed():
     from kerastl.data.augment import build_augmenter
-    from kerastl.data.domain import Split
+    from kerastl.data.splits import Split
 
     images, labels = load_sklearn_digits()
     split = Split(labels=labels[:32], images=images[:32])
@@ -184,7 +184,7 @@ def test_augmentation_applies_to_training_only_and_repeats_with_the_seed():
 
 def test_a_resumed_epoch_is_augmented_like_the_uninterrupted_one():
     from kerastl.data.augment import build_augmenter
-    from kerastl.data.domain import Split
+    from kerastl.data.splits import Split
 
     images, labels = load_sklearn_digits()
     split = Split(labels=labels[:48], images=images[:48])

@@ -14,8 +14,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-METHODS = ["finetune", "source_only", "target_oracle", "dann", "cdan", "cdan+e", "mdd", "mcd", "wdgrl",
-           "deep_coral", "dan"]
+from kerastl.adaptation.catalog import CATALOG
+
+METHODS = ["finetune", *CATALOG.names()]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,8 @@ def replica_steps(tmp_path_factory):
     return out
 
 
-ADVERSARIAL = {"dann", "cdan", "cdan+e", "mdd"}  # lambda-scheduled gradient reversal
+# Methods with lambda-scheduled gradient reversal.
+ADVERSARIAL = {name for name, spec in CATALOG.items() if "max_lambda" in spec.params}
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -191,7 +191,10 @@ def test_backbones_command_lists_every_family():
 def test_methods_command_lists_every_method_with_parameters():
     result = CliRunner().invoke(main, ["methods"])
     assert result.exit_code == 0
-    for name in ("source_only", "target_oracle", "dann", "cdan+e", "mdd", "mcd", "wdgrl", "deep_coral", "dan"):
+    from kerastl.adaptation.catalog import CATALOG
+
+    assert len(CATALOG.names()) == 10
+    for name in CATALOG.names():
         assert name in result.output
     assert "max_lambda=1.0" in result.output
 
@@ -208,7 +211,7 @@ def test_class_weights_balance_the_label_distribution():
 
 
 def test_warmup_then_cosine_schedule():
-    from kerastl.training.trainer import make_schedule
+    from kerastl.training.recipe import make_schedule
 
     s = make_schedule(0.1, steps=100, warmup_steps=10)
     assert float(s(0)) == pytest.approx(0.0, abs=1e-9)

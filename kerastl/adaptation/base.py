@@ -18,6 +18,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerastl.adaptation.catalog import CATALOG
 from kerastl.registry import Registry
 from kerastl.training.distribute import replicas
 
@@ -25,8 +26,12 @@ METHODS: Registry = Registry("adaptation method")
 
 
 def register(name: str):
+    """Registers a method class under its catalog name; its defaults come from the catalog."""
+    spec = CATALOG.get(name)
+
     def add(cls):
         cls.method_name = name
+        cls.HPARAMS = spec.defaults()
         METHODS.register(name, cls)
         return cls
 
@@ -71,24 +76,18 @@ class AdaptationModel(keras.Model):
         classifier: the functional model from `build_classifier`.
         weight: weight of the adaptation loss.
         total_steps: training steps in all, for schedules driven by progress p in [0, 1].
-        **hparams: the method's hyper-parameters (`HPARAMS` lists them with defaults).
+        **hparams: the method's hyper-parameters (declared in catalog.py with their
+            defaults and ranges; `kerastl methods` lists them).
     """
 
     method_name = "base"
-    # name -> default, from the method's paper; configs override them in adapt.params.
-    HPARAMS: dict = {}
+    HPARAMS: dict = {}  # set by `register` from the catalog
 
     def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, **hparams):
         super().__init__()
-        unknown = set(hparams) - set(self.HPARAMS)
-        if unknown:
-            from kerastl.errors import ConfigError
+        from kerastl.config import check_method_params
 
-            raise ConfigError(
-                f"adapt.params: {sorted(unknown)} not known to {self.method_name}; "
-                f"it takes {sorted(self.HPARAMS) or 'no parameters'}"
-            )
-        self.hp = {**self.HPARAMS, **hparams}
+        self.hp = check_method_params(self.method_name, hparams)
         self.classifier = classifier
         self.features, self.head = split_classifier(classifier)
         self.feature_dim = int(self.features.output.shape[-1])

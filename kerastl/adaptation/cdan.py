@@ -18,7 +18,6 @@ class CDAN(DANN):
     more, normalised within each domain over the global batch (all replicas).
     """
 
-    HPARAMS = {**DANN.HPARAMS, "entropy": False}
 
     def discriminator_input_dim(self) -> int:
         return self.feature_dim * self.num_classes
@@ -40,4 +39,3 @@ class CDAN(DANN):
 class CDANE(CDAN):
     """CDAN with entropy conditioning (Long et al., NeurIPS 2018)."""
 
-    HPARAMS = {**CDAN.HPARAMS, "entropy": True}

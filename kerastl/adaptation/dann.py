@@ -49,7 +49,6 @@ class DANN(AdaptationModel):
     training progress set by `ProgressCallback`.
     """
 
-    HPARAMS = {"gamma": 10.0, "max_lambda": 1.0, "hidden": 1024, "dropout": 0.5}
 
     def build_extra(self):
         self.grl = GradientReversal(0.0, name="grl")

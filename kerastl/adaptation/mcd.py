@@ -21,7 +21,6 @@ class MCD(AdaptationModel):
     (C) `num_k` times, the features learn to minimise that disagreement.
     """
 
-    HPARAMS = {"num_k": 4}
 
     def build_extra(self):
         self.head2 = keras.models.clone_model(self.head)

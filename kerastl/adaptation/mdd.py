@@ -19,7 +19,6 @@ class MDD(AdaptationModel):
     learn the opposite. `margin` (gamma in the paper) weights the source term.
     """
 
-    HPARAMS = {"margin": 4.0, "gamma": 10.0, "max_lambda": 1.0, "hidden": 1024, "dropout": 0.5}
 
     def build_extra(self):
         self.grl = GradientReversal(0.0, name="grl")

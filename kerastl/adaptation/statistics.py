@@ -54,7 +54,6 @@ def mk_mmd(fs, ft, kernel_mul: float = 2.0, num_kernels: int = 5):
 class DeepCORAL(AdaptationModel):
     """Deep CORAL (Sun & Saenko, ECCV 2016 workshops): match feature covariances."""
 
-    HPARAMS: dict = {}
 
     def adaptation_loss(self, fs, ft, ps, pt, training=True):
         # Every replica computes the global loss; scaled so the replicas' sum is that loss.
@@ -66,7 +65,6 @@ class DAN(AdaptationModel):
     """Deep adaptation network (Long et al., ICML 2015): multi-kernel MMD on features
     and on the class probabilities."""
 
-    HPARAMS = {"kernel_mul": 2.0, "num_kernels": 5, "on_probabilities": True}
 
     def adaptation_loss(self, fs, ft, ps, pt, training=True):
         mul, k = float(self.hp["kernel_mul"]), int(self.hp["num_kernels"])

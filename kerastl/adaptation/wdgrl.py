@@ -8,6 +8,7 @@ import tensorflow as tf
 from kerastl.adaptation.base import AdaptationModel, register, replicas
 from kerastl.adaptation.statistics import global_batch
 from kerastl.training.distribute import loss_scaled
+from kerastl.training.recipe import make_optimizer
 
 
 @register("wdgrl")
@@ -19,14 +20,13 @@ class WDGRL(AdaptationModel):
     interpolated features; then the classifier minimises its loss + weight x W.
     """
 
-    HPARAMS = {"critic_steps": 5, "critic_lr": 1e-3, "gp_weight": 10.0, "hidden": 100}
 
     def build_extra(self):
         inputs = keras.Input((self.feature_dim,))
         x = keras.layers.Dense(int(self.hp["hidden"]), activation="relu")(inputs)
         out = keras.layers.Dense(1, dtype="float32")(x)
         self.critic = keras.Model(inputs, out, name="critic")
-        self.critic_optimizer = loss_scaled(keras.optimizers.Adam(float(self.hp["critic_lr"])))
+        self.critic_optimizer = loss_scaled(make_optimizer("adam", float(self.hp["critic_lr"])))
         self.critic_optimizer.build(self.critic.trainable_variables)
 
     def wasserstein(self, fs, ft):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerastl.data.domain import Split
+from kerastl.data.splits import Split, split_indices
 
 CLASS_NAMES = [str(d) for d in range(10)]
 SYNDIGITS_SIZE = 32
@@ -114,21 +114,6 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     bunch = load_digits()
     images = np.round(bunch.images / 16.0 * 255.0).astype(np.uint8)[..., None]
     return images, bunch.target.astype(np.int32)
-
-
-def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
-    """Stratified, deterministic train/val/test index arrays."""
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list] = {"train": [], "val": [], "test": []}
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        n_test = int(round(len(idx) * test_fraction))
-        n_val = int(round(len(idx) * val_fraction))
-        parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test : n_test + n_val])
-        parts["train"].append(idx[n_test + n_val :])
-    return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
 
 
 def builtin_splits(name: str, cfg, seed: int) -> tuple[list[str], dict[str, Split]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerastl.data.domain import Split
+from kerastl.data.splits import Split, split_indices
 from kerastl.data.images import IMAGE_EXTENSIONS, check_images
 from kerastl.errors import DataError
 
@@ -84,15 +84,11 @@ def folder_splits(root: str, cfg, seed: int, origin: str):
         raw[name] = ([p for p, k in zip(paths, keep) if k], labels[keep])
 
     if not split_layout:
-        from kerastl.data.builtin import split_indices
-
         paths, labels = raw.pop("all")
         idx = split_indices(labels, cfg.val_fraction, cfg.test_fraction, seed)
         for name, index in idx.items():
             raw[name] = ([paths[i] for i in index], labels[index])
     elif "val" not in raw and cfg.val_fraction > 0:
-        from kerastl.data.builtin import split_indices
-
         paths, labels = raw["train"]
         idx = split_indices(labels, cfg.val_fraction, 0.0, seed)
         raw["val"] = ([paths[i] for i in idx["val"]], labels[idx["val"]])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerastl.data.domain import Split
+from kerastl.data.splits import Split
 
 AUTOTUNE = -1
 
@@ -68,6 +68,18 @@ def examples(split: Split, size: int):
         lambda x, y: (tf.cast(tf.round(resize(to_rgb(x), size)), tf.uint8), tf.cast(y, tf.int32)),
         num_parallel_calls=AUTOTUNE,
     )
+
+
+def cache_path(setting, stage: str, split: str, size: int):
+    """A data section's `cache`: True/False as they are; a folder path names one cache file
+    per stage, split and image size inside it (created)."""
+    from pathlib import Path
+
+    if not isinstance(setting, str):
+        return setting
+    folder = Path(setting).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"{stage}-{split}-{size}px")
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:

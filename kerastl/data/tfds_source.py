@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerastl.data.domain import Split
+from kerastl.data.splits import Split
 from kerastl.errors import DataError
 
 # TFDS split names that kerastl's splits are read from, in order of preference.

@@ -21,21 +21,6 @@ from kerastl.errors import KerastlError
 log = logging.getLogger("kerastl")
 
 
-def annealed_lr(lr: float, total_steps: int, alpha: float, beta: float):
-    """mu_p = mu_0 / (1 + alpha p)^beta (Ganin & Lempitsky, 2015), p = step / total."""
-    import keras
-
-    class Annealed(keras.optimizers.schedules.LearningRateSchedule):
-        def __call__(self, step):
-            p = keras.ops.minimum(keras.ops.cast(step, "float32") / float(max(total_steps, 1)), 1.0)
-            return lr / keras.ops.power(1.0 + alpha * p, beta)
-
-        def get_config(self):
-            return {"lr": lr, "total_steps": total_steps, "alpha": alpha, "beta": beta}
-
-    return Annealed()
-
-
 def paired_dataset(source_split, target_split, size, batch, num_classes, seed, steps,
                    epochs, initial_epoch, augmenters, caches=(True, True)):
     """((xs, ys), (xt, yt)) batches of batch/2 + batch/2, `epochs * steps` of them."""
@@ -112,9 +97,9 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
 
     from kerastl.adaptation import METHODS, ProgressCallback
     from kerastl.adaptation.base import split_classifier
-    from kerastl.data.pipeline import build_dataset, steps_per_epoch
+    from kerastl.data.pipeline import build_dataset, cache_path, steps_per_epoch
     from kerastl.models.factory import set_trainable
-    from kerastl.training.trainer import _cache, epoch_end_callback, resolve_bn
+    from kerastl.training.recipe import annealed_lr, make_optimizer, resolve_bn
 
     ac = cfg.adapt
     batch = cfg.train.batch_size
@@ -128,9 +113,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     model = method(classifier, weight=ac.weight, total_steps=total, **ac.params)
     model(np.zeros((1, size, size, 3), np.float32))  # builds it: saving needs a built model
     lr = annealed_lr(ac.lr, total, ac.anneal_alpha, ac.anneal_beta) if ac.anneal else ac.lr
-    opt = (keras.optimizers.SGD(lr, momentum=0.9, nesterov=True) if ac.optimizer == "sgd"
-           else keras.optimizers.Adam(lr))
-    model.compile(optimizer=opt, jit_compile=jit_compile)
+    model.compile(optimizer=make_optimizer(ac.optimizer, lr), jit_compile=jit_compile)
     model.optimizer.build(classifier.trainable_variables + model.extra_variables())
 
     features, _ = split_classifier(classifier)
@@ -150,13 +133,13 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
 
     train_ds = paired_dataset(src_train, tgt_train, size, batch, target.num_classes, cfg.seed,
                               steps, ac.epochs, initial_epoch, (augmenters["source"], augmenters["target"]),
-                              caches=(_cache(cfg.source.cache, "adapt-source", "train", size),
-                                      _cache(cfg.target.cache, "adapt-target", "train", size)))
+                              caches=(cache_path(cfg.source.cache, "adapt-source", "train", size),
+                                      cache_path(cfg.target.cache, "adapt-target", "train", size)))
     val_split = source.splits.get("val")
     if val_split is not None and not len(val_split):
         val_split = None
     val_ds = (build_dataset(val_split, size, batch, source.num_classes,
-                            cache=_cache(cfg.source.cache, "adapt-source", "val", size))
+                            cache=cache_path(cfg.source.cache, "adapt-source", "val", size))
               if val_split is not None else None)
     selection = ac.selection
     if selection == "source_val" and val_ds is None:
@@ -190,7 +173,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
             shard_by_data(train_ds), epochs=ac.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
             validation_data=shard_by_data(val_ds), verbose=verbosity, shuffle=False,
             callbacks=[ProgressCallback(initial_epoch * steps),
-                       epoch_end_callback(on_epoch_end),
+                       keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end),
                        keras.callbacks.TensorBoard(str(run_dir / "logs" / "adapt")),
                        keras.callbacks.TerminateOnNaN()],
         )

@@ -69,46 +69,6 @@ def plan_phases(cfg: Config) -> list[Phase]:
     return phases
 
 
-def resolve_bn(cfg: Config, stage: str) -> str:
-    """BatchNormalization policy of a stage's unfrozen phase (see ModelConfig.bn); stage is
-    pretrain, finetune or adapt."""
-    if cfg.model.bn != "auto":
-        return cfg.model.bn
-    # From scratch, BN must learn its statistics; a pretrained backbone keeps its own.
-    # (Adaptation trains from `model.weights` on source and target together.)
-    pretrained = cfg.model.weights.lower() != "none" or (
-        stage == "finetune" and cfg.source is not None
-    )
-    return "frozen" if pretrained else "train"
-
-
-def make_schedule(lr: float, steps: int, warmup_steps: int):
-    import keras
-
-    steps = max(steps, 1)
-    warmup_steps = min(warmup_steps, steps - 1) if steps > 1 else 0
-    if warmup_steps > 0:
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0,
-            decay_steps=steps - warmup_steps,
-            warmup_target=lr,
-            warmup_steps=warmup_steps,
-        )
-    return keras.optimizers.schedules.CosineDecay(initial_learning_rate=lr, decay_steps=steps)
-
-
-def make_optimizer(st, lr_schedule):
-    import keras
-
-    wd = st.weight_decay or None  # Keras' None: no decay (0 would still add the op)
-    if st.optimizer == "sgd":
-        return keras.optimizers.SGD(lr_schedule, momentum=0.9, nesterov=True, weight_decay=wd)
-    if st.optimizer == "adamw":
-        # AdamW's own default (0.004) only when the config names none; 0 means no decay.
-        return keras.optimizers.AdamW(lr_schedule, weight_decay=0.004 if st.weight_decay is None else st.weight_decay)
-    return keras.optimizers.Adam(lr_schedule, weight_decay=wd)
-
-
 class _Checkpoint:
     """Saves weights, optimizer state and progress at the end of every epoch."""
 
@@ -191,17 +151,6 @@ def _rng_variables(model) -> list:
     return [v for v in model.variables if id(v) not in weights]
 
 
-def epoch_end_callback(on_end):
-    """A Keras callback calling `on_end(epoch, logs)` after every epoch."""
-    import keras
-
-    class _EpochEnd(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            on_end(epoch, dict(logs or {}))
-
-    return _EpochEnd()
-
-
 def _check_classes(source, target):
     if source.class_names != target.class_names:
         s, t = source.class_names, target.class_names
@@ -212,15 +161,6 @@ def _check_classes(source, target):
             f"(only in source: {sorted(set(s) - set(t))[:10]}, only in target: "
             f"{sorted(set(t) - set(s))[:10]})"
         )
-
-
-def _cache(setting, stage: str, split: str, size: int):
-    """`cache: <path>` names a folder: one cache file per stage, split and image size."""
-    if not isinstance(setting, str):
-        return setting
-    folder = Path(setting).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / f"{stage}-{split}-{size}px")
 
 
 def _verbosity(quiet: bool) -> int:
@@ -341,9 +281,10 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
 
     from kerastl.data.augment import build_augmenter
     from kerastl.data.domain import load_domain
-    from kerastl.data.pipeline import build_dataset, class_weights, steps_per_epoch
+    from kerastl.data.pipeline import build_dataset, cache_path, class_weights, steps_per_epoch
     from kerastl.models.factory import build_classifier, set_trainable, validate_unfreeze
     from kerastl.training.distribute import describe, shard_by_data, sync_batchnorm
+    from kerastl.training.recipe import make_optimizer, make_schedule, resolve_bn
     from kerastl.training.transfer_model import TransferModel
 
     checkpoint = _Checkpoint(run_dir)
@@ -419,12 +360,12 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
         train_ds = build_dataset(
             train_split, size, batch, domain.num_classes, training=True, seed=seed,
             augmenter=augmenters["source" if phase.stage == "pretrain" else "target"],
-            cache=_cache(data_cfg.cache, phase.stage, "train", size), epochs=phase.epochs, initial_epoch=initial_epoch,
+            cache=cache_path(data_cfg.cache, phase.stage, "train", size), epochs=phase.epochs, initial_epoch=initial_epoch,
             weights=weights,
         )
         val_ds = (
             build_dataset(val_split, size, batch, domain.num_classes,
-                          cache=_cache(data_cfg.cache, phase.stage, "val", size))
+                          cache=cache_path(data_cfg.cache, phase.stage, "val", size))
             if val_split is not None and len(val_split)
             else None
         )
@@ -433,10 +374,11 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
         warmup = int(round(st.warmup_epochs * steps))
         lr = st.lr
         model = TransferModel(classifier)
-        head_opt = make_optimizer(st, make_schedule(lr, total, warmup))
+        head_opt = make_optimizer(st.optimizer, make_schedule(lr, total, warmup), st.weight_decay)
         bb_opt = None
         if phase.name == "full" and st.backbone_lr_mult != 1.0:
-            bb_opt = make_optimizer(st, make_schedule(lr * st.backbone_lr_mult, total, warmup))
+            bb_opt = make_optimizer(st.optimizer, make_schedule(lr * st.backbone_lr_mult, total, warmup),
+                                    st.weight_decay)
         model.compile(
             optimizer=head_opt,
             backbone_optimizer=bb_opt,
@@ -474,7 +416,7 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
                 shuffle=False,  # the dataset shuffles per epoch itself (see build_dataset)
                 verbose=_verbosity(quiet),
                 callbacks=[
-                    epoch_end_callback(on_epoch_end),
+                    keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end),
                     keras.callbacks.TensorBoard(str(run_dir / "logs" / phase.key.replace("/", "_"))),
                     keras.callbacks.TerminateOnNaN(),
                 ],

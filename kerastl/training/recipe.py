@@ -1,0 +1,68 @@
+"""The training recipe every stage shares: the BatchNormalization rule, optimizers and
+learning-rate schedules. One place, so fine-tuning, adaptation and WDGRL's critic cannot
+drift apart."""
+
+from __future__ import annotations
+
+
+def resolve_bn(cfg, stage: str) -> str:
+    """`model.bn` for a stage (pretrain, finetune or adapt) whose backbone trains.
+
+    `auto` keeps the BatchNormalization statistics of a pretrained backbone frozen
+    (inference mode): a few small batches of a new domain would overwrite statistics
+    estimated on far more data, and frozen BN is what fine-tuning recipes for
+    keras.applications do. From scratch (`weights: none`, and no pretraining stage before
+    fine-tuning), BN must learn its statistics, so it trains.
+    """
+    if cfg.model.bn != "auto":
+        return cfg.model.bn
+    pretrained = cfg.model.weights.lower() != "none" or (stage == "finetune" and cfg.source is not None)
+    return "frozen" if pretrained else "train"
+
+
+def make_optimizer(name: str, learning_rate, weight_decay: float | None = None):
+    """`sgd` (Nesterov momentum 0.9), `adam` or `adamw`, with decoupled weight decay.
+
+    weight_decay None: none for sgd and adam, Keras' 0.004 for adamw; 0: none.
+    """
+    import keras
+
+    wd = weight_decay or None  # Keras' None: no decay op at all
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=wd)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=0.004 if weight_decay is None else weight_decay)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def make_schedule(lr: float, steps: int, warmup_steps: int):
+    """Linear warmup to `lr` over `warmup_steps`, then cosine decay to 0 at `steps`."""
+    import keras
+
+    steps = max(steps, 1)
+    warmup_steps = min(warmup_steps, steps - 1) if steps > 1 else 0
+    if warmup_steps > 0:
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=steps - warmup_steps,
+            warmup_target=lr,
+            warmup_steps=warmup_steps,
+        )
+    return keras.optimizers.schedules.CosineDecay(initial_learning_rate=lr, decay_steps=steps)
+
+
+def annealed_lr(lr: float, total_steps: int, alpha: float, beta: float):
+    """mu_p = mu_0 / (1 + alpha p)^beta (Ganin & Lempitsky, 2015), p = step / total."""
+    import keras
+
+    class Annealed(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            p = keras.ops.minimum(keras.ops.cast(step, "float32") / float(max(total_steps, 1)), 1.0)
+            return lr / keras.ops.power(1.0 + alpha * p, beta)
+
+        def get_config(self):
+            return {"lr": lr, "total_steps": total_steps, "alpha": alpha, "beta": beta}
+
+    return Annealed()
