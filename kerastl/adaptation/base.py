@@ -64,9 +64,11 @@ def global_sum(x):
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(x))
 
 
-def mean_loss(values):
-    """Mean over this replica's batch, scaled so that the sum over replicas is the mean."""
-    return tf.reduce_mean(values) / replicas()
+def weighted_mean(values, weights):
+    """This replica's estimate of the global-batch weighted mean of `values`: weights are
+    normalised by their sum over every replica, so the replicas' estimates average to the
+    one-device value."""
+    return replicas() * tf.reduce_sum(weights * values) / global_sum(tf.reduce_sum(weights))
 
 
 class AdaptationModel(keras.Model):
@@ -133,7 +135,7 @@ class AdaptationModel(keras.Model):
         return []
 
     def classification_loss(self, y, p):
-        return mean_loss(keras.losses.categorical_crossentropy(y, p))
+        return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p))
 
     def forward(self, xs, xt, training=True):
         # One pass over the concatenated batch: BatchNormalization sees both domains.
@@ -150,23 +152,39 @@ class AdaptationModel(keras.Model):
         adapt, logs = self.adaptation_loss(fs, ft, ps, pt)
         return fs, ft, ps, pt, cls, adapt, logs
 
+    def minimize(self, loss_fn, variables, optimizer=None):
+        """One update of `variables` by `optimizer` (default: the model's) on `loss_fn()`.
+
+        `loss_fn` returns (loss, aux): the loss is this replica's estimate of the loss of
+        the global batch (a mean over its examples, or a statistic of the all-gathered
+        batch). Here, once for every method and every inner step: the division by the
+        replica count (so the replicas' gradients sum to the one-device gradient), float16
+        loss scaling inside the tape, and `apply`. Returns (loss, aux).
+        """
+        optimizer = optimizer or self.optimizer
+        with tf.GradientTape() as tape:
+            loss, aux = loss_fn()
+            # float32 even when a mixed-precision method computes a term in float16
+            scaled = optimizer.scale_loss(tf.cast(loss, tf.float32) / replicas())
+        optimizer.apply(tape.gradient(scaled, variables), variables)
+        return loss, aux
+
     def train_step(self, data):
         (xs, ys), (xt, yt) = data
-        with tf.GradientTape() as tape:
+
+        def loss_fn():
             fs, ft, ps, pt, cls, adapt, logs = self.compute_losses(xs, ys, xt, yt)
-            # float32 even when a mixed-precision method computes a term in float16
             loss = tf.cast(cls, tf.float32) + self.weight * tf.cast(adapt, tf.float32)
-            scaled = self.optimizer.scale_loss(loss)
+            return loss, (cls, adapt, ps, pt, logs)
+
         variables = self.classifier.trainable_variables + self.extra_variables()
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+        loss, (cls, adapt, ps, pt, logs) = self.minimize(loss_fn, variables)
         return self.update_metrics(loss, cls, adapt, ys, ps, yt, pt, logs)
 
     def update_metrics(self, loss, cls, adapt, ys, ps, yt, pt, logs):
-        r = replicas()
-        self.trackers["loss"].update_state(loss * r)
-        self.trackers["cls_loss"].update_state(cls * r)
-        self.trackers["adapt_loss"].update_state(adapt * r)
+        self.trackers["loss"].update_state(loss)
+        self.trackers["cls_loss"].update_state(cls)
+        self.trackers["adapt_loss"].update_state(adapt)
         self.source_acc.update_state(ys, ps)
         # Target labels (all zeros when the data has none) only measure, never train.
         has_labels = tf.reduce_sum(yt, axis=-1) > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, global_sum, mean_loss, register
+from kerastl.adaptation.base import AdaptationModel, register, weighted_mean
 from kerastl.models.layers import GradientReversal
 
 
@@ -27,16 +27,15 @@ def discriminator(input_dim: int, hidden: int, name: str, outputs: int = 1, drop
 def domain_loss(d_logits, n_source, weights=None):
     """Binary cross-entropy of source (1) vs target (0), and the discriminator accuracy.
 
-    `weights`, when given, weight the examples; they are normalised over the global batch
-    (their sum over every replica), so N replicas take the one-device step.
+    `weights`, when given, weight the examples (normalised over the global batch).
     """
     n = tf.shape(d_logits)[0]
     labels = tf.concat([tf.ones([n_source, 1]), tf.zeros([n - n_source, 1])], axis=0)
     loss = keras.losses.binary_crossentropy(labels, d_logits, from_logits=True)
     acc = tf.reduce_mean(tf.cast(tf.equal(tf.cast(d_logits > 0, tf.float32), labels), tf.float32))
     if weights is None:
-        return mean_loss(loss), acc
-    return tf.reduce_sum(weights * loss) / global_sum(tf.reduce_sum(weights)), acc
+        return tf.reduce_mean(loss), acc
+    return weighted_mean(loss, weights), acc
 
 
 @register("dann")

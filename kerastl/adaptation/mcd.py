@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register, replicas
+from kerastl.adaptation.base import AdaptationModel, register
 
 
 def discrepancy(p1, p2):
@@ -33,35 +33,28 @@ class MCD(AdaptationModel):
         (xs, ys), (xt, yt) = data
         g_vars = self.features.trainable_variables
         f_vars = self.head.trainable_variables + self.head2.trainable_variables
-        r = replicas()
 
         def ce(y, p):
-            return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p)) / r
+            return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p))
 
-        with tf.GradientTape() as tape:  # (A)
+        def step_a():  # (A) features and both heads learn the source
             fs = self.features(xs, training=True)
-            p1, p2 = self.head(fs, training=True), self.head2(fs, training=True)
-            loss_a = ce(ys, p1) + ce(ys, p2)
-            # scale_loss inside the tape: outside it, mixed precision's scaling is not differentiated.
-            scaled = self.optimizer.scale_loss(loss_a)
-        self.optimizer.apply(tape.gradient(scaled, g_vars + f_vars), g_vars + f_vars)
+            return ce(ys, self.head(fs, training=True)) + ce(ys, self.head2(fs, training=True)), None
 
-        with tf.GradientTape() as tape:  # (B)
+        def step_b():  # (B) fixed features: heads learn the source, disagree on the target
             fs = tf.stop_gradient(self.features(xs, training=True))
             ft = tf.stop_gradient(self.features(xt, training=True))
-            p1s, p2s = self.head(fs, training=True), self.head2(fs, training=True)
-            p1t, p2t = self.head(ft, training=True), self.head2(ft, training=True)
-            disc_b = discrepancy(p1t, p2t)
-            loss_b = ce(ys, p1s) + ce(ys, p2s) - disc_b / r
-            scaled = self.optimizer.scale_loss(loss_b)
-        self.optimizer.apply(tape.gradient(scaled, f_vars), f_vars)
+            disc = discrepancy(self.head(ft, training=True), self.head2(ft, training=True))
+            return ce(ys, self.head(fs, training=True)) + ce(ys, self.head2(fs, training=True)) - disc, disc
 
-        for _ in range(int(self.hp["num_k"])):  # (C)
-            with tf.GradientTape() as tape:
-                ft = self.features(xt, training=True)
-                disc_c = discrepancy(self.head(ft, training=True), self.head2(ft, training=True)) / r
-                scaled = self.optimizer.scale_loss(disc_c)
-            self.optimizer.apply(tape.gradient(scaled, g_vars), g_vars)
+        def step_c():  # (C) features make the heads agree on the target
+            ft = self.features(xt, training=True)
+            return discrepancy(self.head(ft, training=True), self.head2(ft, training=True)), None
+
+        loss_a, _ = self.minimize(step_a, g_vars + f_vars)
+        _, disc_b = self.minimize(step_b, f_vars)
+        for _ in range(int(self.hp["num_k"])):
+            disc_c, _ = self.minimize(step_c, g_vars)
 
         ps = self.head(self.features(xs, training=False), training=False)
         pt = self.head(self.features(xt, training=False), training=False)

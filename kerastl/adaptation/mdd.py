@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, mean_loss, register
+from kerastl.adaptation.base import AdaptationModel, register
 from kerastl.adaptation.dann import grl_lambda
 from kerastl.models.layers import GradientReversal
 
@@ -42,5 +42,5 @@ class MDD(AdaptationModel):
         source = keras.losses.categorical_crossentropy(pred_s, adv_s, from_logits=True)
         p_adv_t = tf.reduce_sum(tf.nn.softmax(adv_t) * pred_t, axis=1)
         target = -tf.math.log(tf.clip_by_value(1.0 - p_adv_t, 1e-6, 1.0))
-        loss = self.hp["margin"] * mean_loss(source) + mean_loss(target)
+        loss = self.hp["margin"] * tf.reduce_mean(source) + tf.reduce_mean(target)
         return loss, {"lambda": lam}

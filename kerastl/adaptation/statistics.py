@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register, replicas
+from kerastl.adaptation.base import AdaptationModel, register
 
 
 def global_batch(x):
@@ -56,8 +56,8 @@ class DeepCORAL(AdaptationModel):
 
 
     def adaptation_loss(self, fs, ft, ps, pt, training=True):
-        # Every replica computes the global loss; scaled so the replicas' sum is that loss.
-        return coral(global_batch(fs), global_batch(ft)) / replicas(), {}
+        # Every replica computes the loss of the global batch.
+        return coral(global_batch(fs), global_batch(ft)), {}
 
 
 @register("dan")
@@ -71,4 +71,4 @@ class DAN(AdaptationModel):
         loss = mk_mmd(global_batch(fs), global_batch(ft), mul, k)
         if self.hp["on_probabilities"]:
             loss += mk_mmd(global_batch(ps), global_batch(pt), mul, k)
-        return loss / replicas(), {}
+        return loss, {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register, replicas
+from kerastl.adaptation.base import AdaptationModel, register
 from kerastl.adaptation.statistics import global_batch
 from kerastl.training.distribute import loss_scaled
 from kerastl.training.recipe import make_optimizer
@@ -40,20 +40,20 @@ class WDGRL(AdaptationModel):
             seed = tf.stack([tf.cast(self.critic_optimizer.iterations, tf.int32), i])
             alpha = tf.random.stateless_uniform([n, 1], seed=seed)
             inter = alpha * fs[:n] + (1.0 - alpha) * ft[:n]
-            with tf.GradientTape() as tape:
+
+            def critic_loss(inter=inter):
                 with tf.GradientTape() as inner:
                     inner.watch(inter)
                     c = self.critic(inter)
                 grad = inner.gradient(c, inter)
                 penalty = tf.reduce_mean(tf.square(tf.norm(grad + 1e-12, axis=1) - 1.0))
-                loss = (-self.wasserstein(fs, ft) + self.hp["gp_weight"] * penalty) / replicas()
-                scaled = self.critic_optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, self.critic.trainable_variables)
-            self.critic_optimizer.apply(grads, self.critic.trainable_variables)
+                return -self.wasserstein(fs, ft) + self.hp["gp_weight"] * penalty, None
+
+            self.minimize(critic_loss, self.critic.trainable_variables, self.critic_optimizer)
 
     def adaptation_loss(self, fs, ft, ps, pt, training=True):
         # The critic and the distance see the global batch (see statistics.global_batch).
         fs, ft = global_batch(fs), global_batch(ft)
         self.train_critic(fs, ft)
         w = self.wasserstein(fs, ft)
-        return w / replicas(), {"wasserstein": w}
+        return w, {"wasserstein": w}
