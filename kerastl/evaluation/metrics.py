@@ -1,4 +1,5 @@
-"""Classification metrics computed from predicted probabilities, with numpy."""
+"""Classification metrics from predicted probabilities (numpy; per-class metrics and the
+confusion matrix from scikit-learn)."""
 
 from __future__ import annotations
 
@@ -33,28 +34,28 @@ def summary_metrics(probs: np.ndarray, labels: np.ndarray, top_k: int = 3) -> di
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(cm, (labels, preds), 1)
-    return cm
+    """Rows: true class, columns: predicted class (scikit-learn's)."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    return sk_confusion_matrix(labels, preds, labels=np.arange(num_classes))
 
 
-def per_class(cm: np.ndarray, class_names: list[str]) -> list[dict]:
-    tp = np.diag(cm).astype(np.float64)
-    predicted = cm.sum(axis=0)
-    actual = cm.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(actual > 0, tp / actual, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+def per_class(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support per class (scikit-learn's; 0 where undefined)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, preds, labels=np.arange(len(class_names)), zero_division=0)
     return [
         {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for name, p, r, f, s in zip(class_names, precision, recall, f1, actual)
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
     ]
 
 
 def full_report(probs, labels, class_names, top_k: int = 3) -> dict:
-    cm = confusion_matrix(labels, probs.argmax(axis=1), len(class_names))
-    rows = per_class(cm, class_names)
+    preds = probs.argmax(axis=1)
+    cm = confusion_matrix(labels, preds, len(class_names))
+    rows = per_class(labels, preds, class_names)
     report = summary_metrics(probs, labels, top_k)
     report["macro_f1"] = float(np.mean([r["f1"] for r in rows]))
     report["per_class"] = rows
