@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerastl.data.splits import Split, split_indices
+from kerastl.data.splits import SourceData, Split, source, split_indices
 
 CLASS_NAMES = [str(d) for d in range(10)]
 SYNDIGITS_SIZE = 32
@@ -116,7 +116,9 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int32)
 
 
-def builtin_splits(name: str, cfg, seed: int) -> tuple[list[str], dict[str, Split]]:
+@source("syndigits")
+@source("digits")
+def builtin_splits(name: str, cfg, seed: int, origin: str = "") -> SourceData:
     if name == "syndigits":
         images, labels = load_syndigits(cfg.num_examples, seed)
     else:
@@ -125,4 +127,4 @@ def builtin_splits(name: str, cfg, seed: int) -> tuple[list[str], dict[str, Spli
     splits = {
         k: Split(labels=labels[v], images=images[v]) for k, v in idx.items() if len(v)
     }
-    return CLASS_NAMES, splits
+    return SourceData(list(CLASS_NAMES), splits)

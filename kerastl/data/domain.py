@@ -1,30 +1,39 @@
-"""The dispatcher that loads a domain's data as splits, whatever it came from."""
+"""The dispatcher that loads a domain's data as splits, whatever it came from.
+
+Data sources are registered in `splits.SOURCES` under the name a config's `dataset` uses: a
+built-in name (`syndigits`, `digits`), a scheme before a colon (`tfds:NAME`), or `folder`
+for everything else (a path). Each source is a function
+`(dataset, data config, seed, origin) -> SourceData`; adding one is a module with a
+registered function, listed in `_SOURCE_MODULES`.
+"""
 
 from __future__ import annotations
 
-from kerastl.data.splits import DomainData, take_per_class
+import importlib
+
+from kerastl.data.splits import SOURCES, DomainData, take_per_class
 from kerastl.errors import DataError
 
-BUILTIN = ("syndigits", "digits")
+_SOURCE_MODULES = ("kerastl.data.builtin", "kerastl.data.tfds_source", "kerastl.data.folder")
+
+
+def _find_source(dataset: str):
+    for module in _SOURCE_MODULES:  # importing a source module registers its sources
+        importlib.import_module(module)
+    scheme, sep, rest = dataset.partition(":")
+    if sep and scheme in SOURCES and len(scheme) > 1:  # `C:\data` is a path, not a scheme
+        return SOURCES.get(scheme), rest
+    if dataset in SOURCES and dataset != "folder":
+        return SOURCES.get(dataset), dataset
+    return SOURCES.get("folder"), dataset
 
 
 def load_domain(cfg, seed: int, origin: str) -> DomainData:
     """Loads the `source` or `target` section `cfg`; `origin` names it in errors."""
     name = cfg.dataset
-    if name in BUILTIN:
-        from kerastl.data.builtin import builtin_splits
-
-        class_names, splits = builtin_splits(name, cfg, seed)
-        skipped: list = []
-    elif name.startswith("tfds:"):
-        from kerastl.data.tfds_source import tfds_splits
-
-        class_names, splits = tfds_splits(name[5:], cfg, seed, origin)
-        skipped = []
-    else:
-        from kerastl.data.folder import folder_splits
-
-        class_names, splits, skipped = folder_splits(name, cfg, seed, origin)
+    load, argument = _find_source(name)
+    data = load(argument, cfg, seed, origin)
+    class_names, splits = data.class_names, data.splits
     if len(class_names) < 2:
         raise DataError(
             f"{origin}.dataset: {name!r} has {len(class_names)} class ({class_names}); "
@@ -35,4 +44,4 @@ def load_domain(cfg, seed: int, origin: str) -> DomainData:
     if cfg.labels_per_class:
         index = take_per_class(splits["train"].labels, cfg.labels_per_class, seed, origin)
         splits["train"] = splits["train"].subset(index)
-    return DomainData(name=name, class_names=list(class_names), splits=splits, skipped=skipped)
+    return DomainData(name=name, class_names=list(class_names), splits=splits, skipped=data.skipped)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerastl.data.splits import Split, split_indices
+from kerastl.data.splits import SourceData, Split, source, split_indices
 from kerastl.data.images import IMAGE_EXTENSIONS, check_images
 from kerastl.errors import DataError
 
@@ -50,7 +50,8 @@ def _to_split(files: dict[str, list[str]], class_names: list[str]) -> tuple[list
     return paths, np.asarray(labels, np.int32)
 
 
-def folder_splits(root: str, cfg, seed: int, origin: str):
+@source("folder")
+def folder_splits(root: str, cfg, seed: int, origin: str) -> SourceData:
     folder = Path(os.path.expanduser(root))
     if not folder.is_dir():
         hint = " (built-in datasets: syndigits, digits; TFDS: tfds:NAME)"
@@ -100,4 +101,4 @@ def folder_splits(root: str, cfg, seed: int, origin: str):
                 f"{origin}.dataset: class {name!r} has no decodable training images in {folder}"
             )
     splits = {k: Split(labels=l, paths=p) for k, (p, l) in raw.items() if len(l)}
-    return class_names, splits, skipped
+    return SourceData(class_names, splits, skipped)

@@ -9,6 +9,15 @@ from typing import Optional
 import numpy as np
 
 from kerastl.errors import DataError
+from kerastl.registry import Registry
+
+# name in `dataset` (or scheme before a colon, or "folder") -> source function; see domain.py.
+SOURCES: Registry = Registry("data source")
+
+
+def source(name: str):
+    """Registers a data source `(dataset, data config, seed, origin) -> SourceData`."""
+    return SOURCES.register(name)
 
 
 @dataclass
@@ -42,6 +51,16 @@ class Split:
         keep_t = tf.constant(keep)
         ds = self.dataset.enumerate().filter(lambda i, ex: keep_t[i]).map(lambda i, ex: ex)
         return Split(labels=self.labels[np.sort(index)], dataset=ds)
+
+
+@dataclass
+class SourceData:
+    """What every data source returns: class names, splits, and the (path, reason) of
+    every file it could not decode and left out."""
+
+    class_names: list[str]
+    splits: dict[str, Split]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerastl.data.splits import Split
+from kerastl.data.splits import SourceData, Split, source
 from kerastl.errors import DataError
 
 # TFDS split names that kerastl's splits are read from, in order of preference.
@@ -38,7 +38,8 @@ def _builder(name: str, cfg, origin: str):
     return builder
 
 
-def tfds_splits(name: str, cfg, seed: int, origin: str):
+@source("tfds")
+def tfds_splits(name: str, cfg, seed: int, origin: str) -> SourceData:
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -94,4 +95,4 @@ def tfds_splits(name: str, cfg, seed: int, origin: str):
         )
         if len(labels):
             splits[ours] = Split(labels=labels, dataset=ds)
-    return class_names, splits
+    return SourceData(list(class_names), splits)
