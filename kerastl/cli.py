@@ -11,6 +11,7 @@ import sys
 import click
 
 from kerastl.errors import KerastlError
+from kerastl.export.convert import FORMATS as CONVERT_FORMATS
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise to a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -183,7 +184,7 @@ def export(run, top_k, max_images, min_agreement):
 
 @main.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", default="tflite", show_default=True, type=click.Choice(["tflite", "onnx"]))
+@click.option("--format", "fmt", default="tflite", show_default=True, type=click.Choice(list(CONVERT_FORMATS)))
 @click.option("--quantize", default="none", show_default=True,
               type=click.Choice(["none", "dynamic", "float16", "int8"]),
               help="TFLite weights/activations: float32, dynamic-range int8 weights, float16 weights, "

@@ -206,6 +206,11 @@ def read_tflite_labels(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line]
 
 
+# File formats a converted model comes in: file suffix -> the Artifact class that runs it.
+# `kerastl convert --format` offers these, and `predict` loads them by suffix.
+FILE_FORMATS = {".tflite": TFLiteArtifact, ".onnx": OnnxArtifact}
+
+
 def is_saved_model(path: Path) -> bool:
     return path.is_dir() and (path / "saved_model.pb").is_file()
 
@@ -226,11 +231,9 @@ def load_artifact(target: str | Path) -> Artifact:
         if not labels_file.is_file():
             raise ModelError(f"{target}: needs {runs.LABELS} beside it (one class name per line, in output order)")
         return KerasArtifact(path, runs.read_labels(path.parent))
-    if suffix == ".tflite":
-        return TFLiteArtifact(path)
-    if suffix == ".onnx":
-        return OnnxArtifact(path)
+    if suffix in FILE_FORMATS:
+        return FILE_FORMATS[suffix](path)
     raise ModelError(
         f"{target}: not a model kerastl can run; give a run directory, a .keras file, a SavedModel "
-        "directory (RUN/serving/<version>), a .tflite or an .onnx file"
+        f"directory (RUN/serving/<version>) or a {' or '.join(FILE_FORMATS)} file"
     )

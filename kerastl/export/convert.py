@@ -24,6 +24,7 @@ import numpy as np
 from kerastl import runs
 from kerastl.errors import KerastlError
 
+FORMATS = ("tflite", "onnx")  # each a suffix in artifacts.FILE_FORMATS
 QUANTIZE = ("none", "dynamic", "float16", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
 # Default top-1 agreement floors: float formats must agree (almost) everywhere, int8 may
@@ -108,11 +109,11 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
                 max_images: int | None = 1000, echo=print) -> tuple[Path, dict, dict]:
     """Converts RUN's model.keras; returns (path, row for the file, row for model.keras)."""
     from kerastl.export import verify
-    from kerastl.export.artifacts import OnnxArtifact, TFLiteArtifact
+    from kerastl.export.artifacts import FILE_FORMATS
 
     run = runs.require_run(run_path, need=(runs.MODEL, runs.LABELS, runs.CONFIG))
-    if fmt not in ("tflite", "onnx"):
-        raise KerastlError(f"--format {fmt}: must be tflite or onnx")
+    if fmt not in FORMATS:
+        raise KerastlError(f"--format {fmt}: must be one of {', '.join(FORMATS)}")
     if quantize not in QUANTIZE:
         raise KerastlError(f"--quantize {quantize}: must be one of {', '.join(QUANTIZE)}")
     if io_type not in IO_TYPES:
@@ -141,7 +142,7 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         tmp.write_bytes(blob)
-        artifact = OnnxArtifact(tmp) if fmt == "onnx" else TFLiteArtifact(tmp)
+        artifact = FILE_FORMATS[path.suffix](tmp)
         echo(f"Checking against model.keras on {len(data.labels)} images of {data.source} ...")
         row = verify.compare(artifact, reference, data)
         row["quantize"], row["io_type"], row["min_agreement"] = quantize, io_type, floor
