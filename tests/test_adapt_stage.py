@@ -70,6 +70,7 @@ class _Killed(BaseException):
     """Stands for SIGKILL right after a checkpoint commit (nothing in kerastl catches it)."""
 
 
+@pytest.mark.slow
 def test_adaptation_resumed_after_a_crash_ends_bit_for_bit_where_the_uninterrupted_run_does(
         trained_run, adapted_run, tmp_path, monkeypatch):
     from kerastl.training import trainer
@@ -97,6 +98,7 @@ def test_adaptation_resumed_after_a_crash_ends_bit_for_bit_where_the_uninterrupt
     assert resumed.metrics["adaptation"]["selection"] == adapted_run.metrics["adaptation"]["selection"]
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_run(trained_run, adapted_run, tmp_path):
     """On one device a config and its seed fix the result bit for bit: augmentation, shuffling,
     dropout and initial weights all draw from the seed."""

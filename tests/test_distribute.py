@@ -33,6 +33,7 @@ def replica_steps(tmp_path_factory):
 ADVERSARIAL = {name for name, spec in CATALOG.items() if "max_lambda" in spec.params}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_steps_on_two_replicas_equal_steps_on_one_device(method, replica_steps):
     """Three steps half-way through the schedule (lambda ~1): every weight's update on 2
@@ -112,6 +113,7 @@ def _digest(log_text):
     return re.findall(r"weights sha256 ([0-9a-f]{16})", log_text)
 
 
+@pytest.mark.slow
 def test_two_workers_killed_and_resumed_end_like_one_process(trained_run, tmp_path):
     from conftest import write_config
 
@@ -156,6 +158,7 @@ def test_two_workers_killed_and_resumed_end_like_one_process(trained_run, tmp_pa
     assert metrics["target_test"]["accuracy"] == pytest.approx(reference["target_test"]["accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_two_workers_launched_by_the_cli_adapt_like_one_process(trained_run, tmp_path):
     from conftest import write_config
 
@@ -216,6 +219,7 @@ def float32_run(trained_run, tmp_path_factory):
     return _finetune(trained_run, tmp_path_factory.mktemp("f32") / "run", {})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [{"mixed_precision": "mixed_float16"}, {"mixed_precision": "mixed_bfloat16"},
                                        {"jit_compile": True}])
 def test_mixed_precision_and_xla_train_like_float32(trained_run, float32_run, tmp_path, overrides):

@@ -51,6 +51,7 @@ def _wait_for_epoch(run, phase, epoch, proc, timeout=300):
     raise AssertionError("no checkpoint appeared in time")
 
 
+@pytest.mark.slow
 def test_resume_after_kill_ends_where_the_uninterrupted_run_does(tmp_path, trained_run):
     config = write_config(tmp_path / "tiny.yaml", TINY)
     run = tmp_path / "run"
