@@ -337,16 +337,7 @@ def _cross_checks(cfg: Config):
         cfg.adapt.method = CATALOG.canonical(cfg.adapt.method)
         if cfg.source is None:
             raise _Invalid("source", None, "a labelled source domain: adaptation needs one")
-        spec = CATALOG.get(cfg.adapt.method)
-        try:
-            spec.check_params(cfg.adapt.params)
-        except KeyError as err:
-            name = err.args[0]
-            raise _Invalid(f"adapt.params.{name}", cfg.adapt.params[name],
-                           f"a parameter of {spec.name}: {', '.join(spec.params) or 'it takes none'}") from None
-        except ValueError as err:
-            name, allowed = err.args
-            raise _Invalid(f"adapt.params.{name}", cfg.adapt.params[name], allowed) from None
+        _method_params(cfg.adapt.method, cfg.adapt.params)
         if cfg.train.batch_size < 2:
             raise _Invalid("train.batch_size", cfg.train.batch_size, "at least 2 (half source, half target)")
     dist = cfg.distribute
@@ -366,19 +357,28 @@ def _cross_checks(cfg: Config):
 # Loading and overrides
 
 
-def check_method_params(method: str, params: dict) -> dict:
-    """A method's full hyper-parameters (catalog defaults + `params`), or ConfigError."""
+def _method_params(method: str, params: dict) -> dict:
+    """A method's full hyper-parameters (catalog defaults + `params`), or _Invalid."""
     from kerastl.adaptation.catalog import CATALOG
 
     spec = CATALOG.get(method)
     try:
         return spec.check_params(params)
     except KeyError as err:
-        raise ConfigError(f"adapt.params.{err.args[0]}: not a parameter of {spec.name}; "
-                          f"it takes {', '.join(spec.params) or 'none'}") from None
+        name = err.args[0]
+        raise _Invalid(f"adapt.params.{name}", params[name],
+                       f"a parameter of {spec.name}: {', '.join(spec.params) or 'it takes none'}") from None
     except ValueError as err:
         name, allowed = err.args
-        raise ConfigError(f"adapt.params.{name}: {params[name]!r} is not allowed; expected {allowed}") from None
+        raise _Invalid(f"adapt.params.{name}", params[name], allowed) from None
+
+
+def check_method_params(method: str, params: dict) -> dict:
+    """`_method_params` for code that builds a method directly: ConfigError on a mistake."""
+    try:
+        return _method_params(method, params)
+    except _Invalid as err:
+        raise ConfigError(f"{err.key}: {err.value!r} is not allowed; expected {err.allowed}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

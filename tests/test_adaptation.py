@@ -107,7 +107,7 @@ def test_dann_lambda_follows_training_progress():
 def test_unknown_method_parameter_is_a_config_error():
     from kerastl.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="adapt.params.gama: not a parameter of dann; it takes gamma, max_lambda"):
+    with pytest.raises(ConfigError, match="adapt.params.gama: 3 is not allowed; expected a parameter of dann: gamma, max_lambda"):
         METHODS.get("dann")(_tiny_classifier(), gama=3)
     with pytest.raises(ConfigError, match="adapt.params.hidden: 'big' is not allowed; expected an integer"):
         METHODS.get("dann")(_tiny_classifier(), hidden="big")
