@@ -67,6 +67,21 @@ def atomic_save(path: Path, save_fn):
             tmp.unlink()
 
 
+def write_history(run_dir: Path, rows: list[dict]):
+    """RUN/history.csv: one row per epoch, columns in order of first appearance."""
+    import csv
+    import io
+
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(Path(run_dir) / HISTORY, buf.getvalue())
+
+
 def write_json(path: Path, obj):
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

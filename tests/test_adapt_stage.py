@@ -73,20 +73,20 @@ class _Killed(BaseException):
 @pytest.mark.slow
 def test_adaptation_resumed_after_a_crash_ends_bit_for_bit_where_the_uninterrupted_run_does(
         trained_run, adapted_run, tmp_path, monkeypatch):
-    from kerastl.training import trainer
+    from kerastl.training.checkpoint import Checkpoint
 
-    commit = trainer._Checkpoint._commit
+    commit = Checkpoint.commit
 
-    def commit_then_die(self, state, **files):
-        commit(self, state, **files)
+    def commit_then_die(self, model, classifier, state):
+        commit(self, model, classifier, state)
         if state["phase"] == "adapt" and state["epoch"] == 0:
             raise _Killed()
 
     run = tmp_path / "run"
-    monkeypatch.setattr(trainer._Checkpoint, "_commit", commit_then_die)
+    monkeypatch.setattr(Checkpoint, "commit", commit_then_die)
     with pytest.raises(_Killed):
         train(config_from_dict(_adapt_config(trained_run.run_dir)), out=str(run), quiet=True, echo=lambda s: None)
-    monkeypatch.setattr(trainer._Checkpoint, "_commit", commit)
+    monkeypatch.setattr(Checkpoint, "commit", commit)
     assert not (run / "metrics.json").exists()
 
     resumed = train(resume=str(run), quiet=True, echo=lambda s: None)
@@ -153,10 +153,10 @@ def test_collapse_warning_names_the_share_and_the_discriminator(caplog):
 
 
 def test_checkpoint_keeps_only_the_files_its_state_names(adapted_run):
-    # Pretraining saved weights + optimizer state, adaptation whole-model files: after the run
-    # only the last commit's files remain beside state.json and the selected classifier.
+    # After the run only the last commit's files remain beside state.json and the selected
+    # classifier.
     checkpoint = adapted_run.run_dir / "checkpoint"
     state = json.loads((checkpoint / "state.json").read_text())
     assert state["phase"].startswith("adapt") and state["epoch"] == 2
-    named = {state[key] for key in ("weights", "model", "rng")}
+    named = {state[key] for key in ("weights", "training")}
     assert {p.name for p in checkpoint.iterdir()} == named | {"state.json", "best-classifier.weights.h5"}

@@ -122,6 +122,10 @@ class AdaptationModel(keras.Model):
         """Variables trained by the method besides the classifier's."""
         return []
 
+    def optimizers(self):
+        """Every optimizer the step uses (their state is checkpointed with the model)."""
+        return [self.optimizer]
+
     # --- the Keras step contract -------------------------------------------------------
 
     def call(self, inputs, training=None):

@@ -29,6 +29,9 @@ class WDGRL(AdaptationModel):
         self.critic_optimizer = loss_scaled(make_optimizer("adam", float(self.hp["critic_lr"])))
         self.critic_optimizer.build(self.critic.trainable_variables)
 
+    def optimizers(self):
+        return [self.optimizer, self.critic_optimizer]
+
     def wasserstein(self, fs, ft):
         return tf.reduce_mean(self.critic(fs)) - tf.reduce_mean(self.critic(ft))
 

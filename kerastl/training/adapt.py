@@ -41,7 +41,7 @@ def paired_dataset(source_split, target_split, size, batch, num_classes, seed, s
 
 
 def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, state, history,
-          augmenters: dict, quiet: bool, echo, verbosity: int, jit_compile: bool, epoch_callback) -> dict:
+          augmenters: dict, quiet: bool, echo, verbosity: int, jit_compile: bool) -> dict:
     """Trains `classifier` by `cfg.adapt.method`; returns what metrics.json reports of it."""
     import keras
 
@@ -50,6 +50,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     from kerastl.data.pipeline import build_dataset, cache_path, steps_per_epoch
     from kerastl.evaluation.domain_gap import draw_embedding, features_of, proxy_a_distance
     from kerastl.models.factory import set_trainable
+    from kerastl.training.checkpoint import checkpoint_callback
     from kerastl.training.recipe import annealed_lr, make_optimizer, resolve_bn
 
     ac = cfg.adapt
@@ -73,10 +74,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     before = None
     in_progress = state is not None and state.get("phase") == "adapt"
     initial_epoch = state["epoch"] + 1 if in_progress else 0
-    if in_progress:
-        model.load_weights(checkpoint.dir / state["model"])
-        checkpoint.restore_rng(model, state)
-    else:
+    if not in_progress:  # (a resumed run's model is restored by the checkpoint callback)
         before = (features_of(features, src_eval, size, batch, source.num_classes),
                   features_of(features, tgt_eval, size, batch, target.num_classes))
         runs.atomic_save(run_dir / "features_before.npz",
@@ -112,7 +110,10 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
         _warn_on_collapse(logs, target.num_classes, epoch)
         row = {"stage": "adapt", "phase": ac.method, "epoch": epoch + 1, **logs}
         history.append(row)
-        epoch_callback(model, {"phase": "adapt", "epoch": epoch, "done": [], "history": history, "best": best})
+        runs.write_history(run_dir, history)
+
+    def state_of(epoch):
+        return {"phase": "adapt", "epoch": epoch, "done": [], "history": history, "best": best}
 
     if not quiet:
         echo(f"== adapt: {ac.method}, {ac.epochs} epoch(s) x {steps} steps, source {source.name} "
@@ -125,6 +126,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
             validation_data=shard_by_data(val_ds), verbose=verbosity, shuffle=False,
             callbacks=[ProgressCallback(initial_epoch * steps),
                        keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end),
+                       checkpoint_callback(checkpoint, classifier, "adapt", state_of),
                        keras.callbacks.TensorBoard(str(run_dir / "logs" / "adapt")),
                        keras.callbacks.TerminateOnNaN()],
         )

@@ -14,8 +14,6 @@ atomically, so `--resume` continues from the last finished epoch.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import shutil
@@ -69,88 +67,6 @@ def plan_phases(cfg: Config) -> list[Phase]:
     return phases
 
 
-class _Checkpoint:
-    """Saves weights, optimizer state and progress at the end of every epoch."""
-
-    FILES = ("weights", "optimizer", "model", "rng")  # the keys of state.json that name files
-
-    def __init__(self, run_dir: Path):
-        self.dir = run_dir / runs.CHECKPOINT
-        self.state_path = self.dir / "state.json"
-
-    def load_state(self) -> dict | None:
-        if not self.state_path.exists():
-            return None
-        return json.loads(self.state_path.read_text())
-
-    def save(self, classifier, transfer_model, state: dict):
-        values = [v.numpy() for o in transfer_model.optimizers() for v in o.variables]
-        rng = [v.numpy() for v in _rng_variables(classifier)]
-        self._commit(state, weights=("weights", ".weights.h5", classifier.save_weights),
-                     optimizer=("optimizer", ".npz", lambda p: np.savez(p, *values)),
-                     rng=("rng", ".npz", lambda p: np.savez(p, *rng)))
-
-    def save_model(self, model, classifier, state: dict):
-        """For adaptation: the whole model (sub-models and optimizer state) in one file."""
-        rng = [v.numpy() for v in _rng_variables(model)]
-        self._commit(state, model=("model", ".weights.h5", model.save_weights),
-                     weights=("weights", ".weights.h5", classifier.save_weights),
-                     rng=("rng", ".npz", lambda p: np.savez(p, *rng)))
-
-    def restore_rng(self, model, state: dict):
-        """Dropout's random states as they were at the checkpoint, so a resumed run draws
-        the masks the uninterrupted one would have drawn."""
-        if not state.get("rng"):
-            return
-        with np.load(self.dir / state["rng"]) as f:
-            values = [f[f"arr_{i}"] for i in range(len(f.files))]
-        variables = _rng_variables(model)
-        if len(values) != len(variables):
-            raise KerastlError(
-                f"{self.dir}: the checkpoint's random states do not fit this run "
-                f"({len(values)} values for {len(variables)} seed generators)"
-            )
-        for var, value in zip(variables, values):
-            var.assign(value)
-
-    def _commit(self, state: dict, **files):
-        """Writes each file under a new name, then state.json naming them (the commit
-        point), then removes the files the previous state named. files: key=(stem, suffix, write)."""
-        tag = f"{state['phase']}-{state['epoch']}".replace("/", "_")
-        names = {}
-        for key, (stem, suffix, write) in files.items():
-            path = self.dir / f"{stem}-{tag}{suffix}"
-            runs.atomic_save(path, write)
-            names[key] = path.name
-        old = self.load_state() or {}
-        runs.write_json(self.state_path, dict(state, **names))
-        for key in self.FILES:  # also an earlier phase's kind of files (optimizer -> model)
-            if old.get(key) and old[key] not in names.values():
-                (self.dir / old[key]).unlink(missing_ok=True)
-
-    def restore_weights(self, classifier, state: dict):
-        classifier.load_weights(self.dir / state["weights"])
-
-    def restore_optimizers(self, transfer_model, state: dict):
-        with np.load(self.dir / state["optimizer"]) as f:
-            values = [f[f"arr_{i}"] for i in range(len(f.files))]
-        variables = [v for o in transfer_model.optimizers() for v in o.variables]
-        if len(values) != len(variables):
-            raise KerastlError(
-                f"{self.dir}: the checkpoint's optimizer state does not fit this run "
-                f"({len(values)} values for {len(variables)} variables)"
-            )
-        for var, value in zip(variables, values):
-            var.assign(value)
-
-
-def _rng_variables(model) -> list:
-    """The seed-generator states of `model`'s layers (Dropout's): among `model.variables`
-    but not its weights, so `save_weights` leaves them out."""
-    weights = {id(w) for w in model.weights}
-    return [v for v in model.variables if id(v) not in weights]
-
-
 def _check_classes(source, target):
     if source.class_names != target.class_names:
         s, t = source.class_names, target.class_names
@@ -167,17 +83,6 @@ def _verbosity(quiet: bool) -> int:
     if quiet:
         return 0
     return 1 if sys.stdout.isatty() else 2
-
-
-def _history_csv(rows: list[dict]) -> str:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def evaluate_splits(classifier, domains: dict, size: int, batch_size: int, top_k: int) -> dict:
@@ -284,10 +189,11 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
     from kerastl.data.pipeline import build_dataset, cache_path, class_weights, steps_per_epoch
     from kerastl.models.factory import build_classifier, set_trainable, validate_unfreeze
     from kerastl.training.distribute import describe, shard_by_data, sync_batchnorm
+    from kerastl.training.checkpoint import Checkpoint, checkpoint_callback
     from kerastl.training.recipe import make_optimizer, make_schedule, resolve_bn
     from kerastl.training.transfer_model import TransferModel
 
-    checkpoint = _Checkpoint(run_dir)
+    checkpoint = Checkpoint(run_dir)
     state = checkpoint.load_state() if resume else None
     if resume and state is None:
         log.info("no checkpoint in %s: starting it from the beginning", run_dir)
@@ -325,9 +231,7 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
     resumed_rows = len(history)
     done = set(state["done"]) if state else set()
     if state:
-        checkpoint.restore_weights(classifier, state)
-        if cfg.adapt is None:  # the adapt stage restores its whole model's states itself
-            checkpoint.restore_rng(classifier, state)
+        checkpoint.restore_classifier(classifier, state)
 
     domains = {"source": source, "target": target}
     batch = cfg.train.batch_size
@@ -338,8 +242,6 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
         adaptation = adapt(
             cfg, run_dir, source, target, classifier, size, checkpoint, state, history,
             augmenters, quiet, echo, _verbosity(quiet), cfg.train.jit_compile,
-            lambda model, st: (runs.atomic_write(run_dir / runs.HISTORY, _history_csv(history)),
-                               checkpoint.save_model(model, classifier, st)),
         )
     for index, phase in enumerate(phases):
         if phase.key in done:
@@ -386,20 +288,16 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             jit_compile=cfg.train.jit_compile,
         )
-        if in_progress:
-            checkpoint.restore_optimizers(model, state)
 
-        def on_epoch_end(epoch, logs, phase=phase, model=model):
+        def on_epoch_end(epoch, logs, phase=phase):
             row = {"stage": phase.stage, "phase": phase.name, "epoch": epoch + 1}
             row.update({k: float(v) for k, v in logs.items()})
             history.append(row)
-            runs.atomic_write(run_dir / runs.HISTORY, _history_csv(history))
-            finished = epoch + 1 == phase.epochs
-            checkpoint.save(classifier, model, {
-                "phase": phase.key, "epoch": epoch,
-                "done": sorted(done | ({phase.key} if finished else set())),
-                "history": history,
-            })
+            runs.write_history(run_dir, history)
+
+        def state_of(epoch, phase=phase):
+            finished = {phase.key} if epoch + 1 == phase.epochs else set()
+            return {"phase": phase.key, "epoch": epoch, "done": sorted(done | finished), "history": history}
 
         if initial_epoch < phase.epochs:
             if not quiet:
@@ -417,6 +315,7 @@ def _train_in_scope(cfg: Config, run_dir: Path, strategy, *, resume: bool, quiet
                 verbose=_verbosity(quiet),
                 callbacks=[
                     keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end),
+                    checkpoint_callback(checkpoint, classifier, phase.key, state_of),
                     keras.callbacks.TensorBoard(str(run_dir / "logs" / phase.key.replace("/", "_"))),
                     keras.callbacks.TerminateOnNaN(),
                 ],
