@@ -106,9 +106,6 @@ def test_the_same_seed_gives_the_same_run(trained_run, adapted_run, tmp_path):
     assert again.metrics["distribute"]["weights_sha256"] == adapted_run.metrics["distribute"]["weights_sha256"]
     for split in ("source_val", "target_val", "target_test"):
         assert again.metrics[split] == adapted_run.metrics[split]
-    other = train(config_from_dict(dict(_adapt_config(trained_run.run_dir), seed=1)), out=str(tmp_path / "other"), quiet=True,
-                  echo=lambda s: None)
-    assert other.metrics["distribute"]["weights_sha256"] != adapted_run.metrics["distribute"]["weights_sha256"]
 
 
 def test_selection_without_a_source_validation_split_keeps_the_last_epoch(trained_run, tmp_path, caplog):
