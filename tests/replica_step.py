@@ -25,7 +25,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 
 from conftest import tiny_classifier  # noqa: E402
-from kerastl.adaptation import METHODS, ProgressCallback  # noqa: E402
+from kerastl.adaptation import CATALOG, ProgressCallback, build_method  # noqa: E402
 from kerastl.training.distribute import sync_batchnorm  # noqa: E402
 from kerastl.training.transfer_model import TransferModel  # noqa: E402
 
@@ -52,11 +52,9 @@ def build(method):
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     else:
         # No dropout in the discriminator: its masks are drawn per replica.
-        params = {"dropout": 0.0} if "dropout" in METHODS.get(method).HPARAMS else {}
-        model = METHODS.get(method)(classifier, weight=1.0, total_steps=2 * STEPS, **params)
-        model(np.zeros((1, 32, 32, 3), np.float32))
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-        model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+        params = {"dropout": 0.0} if "dropout" in CATALOG.get(method).params else {}
+        model = build_method(method, classifier, keras.optimizers.SGD(0.01, momentum=0.9),
+                             total_steps=2 * STEPS, **params)
     return model, classifier
 
 

@@ -5,7 +5,7 @@ import tensorflow as tf
 import keras
 from conftest import tiny_classifier
 
-from kerastl.adaptation import CATALOG, METHODS, ProgressCallback
+from kerastl.adaptation import CATALOG, METHODS, ProgressCallback, build_method
 from kerastl.adaptation.dann import grl_lambda
 from kerastl.models.factory import set_trainable
 from kerastl.models.layers import GradientReversal
@@ -31,9 +31,7 @@ def _paired(n=8, classes=3, seed=0):
 @pytest.mark.parametrize("method", CATALOG.names())
 def test_every_method_trains_a_few_steps_with_finite_losses(method):
     classifier = _tiny_classifier()
-    model = METHODS.get(method)(classifier, weight=1.0, total_steps=3)
-    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
-    model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+    model = build_method(method, classifier, keras.optimizers.SGD(1e-3, momentum=0.9), total_steps=3)
     history = model.fit(_paired(), epochs=1, steps_per_epoch=3, verbose=0, callbacks=[ProgressCallback()])
     for key, values in history.history.items():
         assert np.all(np.isfinite(values)), (method, key, values)
@@ -48,12 +46,10 @@ def test_methods_train_under_mixed_float16_with_loss_scaling(method):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         classifier = _tiny_classifier()
-        model = METHODS.get(method)(classifier, weight=1.0, total_steps=3)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        model = build_method(method, classifier, keras.optimizers.Adam(1e-3), total_steps=3)
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         if method == "wdgrl":
             assert isinstance(model.critic_optimizer, keras.optimizers.LossScaleOptimizer)
-        model.optimizer.build(classifier.trainable_variables + model.extra_variables())
         before = [v.numpy().copy() for v in classifier.trainable_variables]
         # The dynamic loss scale starts at 2**15 and halves on every overflowing (skipped) step.
         history = model.fit(_paired(), epochs=1, steps_per_epoch=12, verbose=0, callbacks=[ProgressCallback()])
@@ -96,9 +92,7 @@ def test_lambda_schedule_matches_the_formula(p):
 
 def test_dann_lambda_follows_training_progress():
     classifier = _tiny_classifier()
-    model = METHODS.get("dann")(classifier, total_steps=4, gamma=10.0, max_lambda=1.0)
-    model.compile(optimizer=keras.optimizers.SGD(1e-3))
-    model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+    model = build_method("dann", classifier, keras.optimizers.SGD(1e-3), total_steps=4, gamma=10.0, max_lambda=1.0)
     model.fit(_paired(), epochs=1, steps_per_epoch=3, verbose=0, callbacks=[ProgressCallback()])
     # The last step ran at p = 2/4.
     assert float(model.grl.coefficient.numpy()) == pytest.approx(2 / (1 + np.exp(-5.0)) - 1, rel=1e-5)

@@ -7,11 +7,11 @@ an `adapt` section stays fast.
 
 from kerastl.adaptation.catalog import CATALOG
 
-__all__ = ["CATALOG", "METHODS", "AdaptationModel", "ProgressCallback"]
+__all__ = ["CATALOG", "METHODS", "AdaptationModel", "ProgressCallback", "build_method"]
 
 
 def __getattr__(name):
-    if name in ("METHODS", "AdaptationModel", "ProgressCallback"):
+    if name in ("METHODS", "AdaptationModel", "ProgressCallback", "build_method"):
         import importlib
 
         from kerastl.adaptation import base

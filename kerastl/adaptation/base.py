@@ -16,6 +16,7 @@ After training the wrapped `classifier` is a plain classifier: it is what is sav
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerastl.adaptation.catalog import CATALOG
@@ -207,6 +208,24 @@ class AdaptationModel(keras.Model):
         self.trackers["cls_loss"].update_state(keras.losses.categorical_crossentropy(y, p))
         self.source_acc.update_state(y, p)
         return {"cls_loss": self.trackers["cls_loss"].result(), "accuracy": self.source_acc.result()}
+
+
+def build_method(name: str, classifier: keras.Model, optimizer, *, weight: float = 1.0,
+                 total_steps: int = 1000, jit_compile=False, **hparams) -> AdaptationModel:
+    """The method `name` around `classifier`, built, compiled with `optimizer` and with the
+    optimizer built for every variable it trains: ready for `fit` (and for saving).
+
+    Keras would otherwise build the model by calling it on a whole paired batch, and the
+    optimizer would refuse variables it was not built with (a sub-model used only in train_step has the same problem).
+    """
+    from kerastl.adaptation import METHODS  # registers every method
+
+    model = METHODS.get(name)(classifier, weight=weight, total_steps=total_steps, **hparams)
+    size = classifier.input_shape[1:]
+    model(np.zeros((1, *size), np.float32))
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
+    model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+    return model
 
 
 class ProgressCallback(keras.callbacks.Callback):

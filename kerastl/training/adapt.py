@@ -45,7 +45,7 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     """Trains `classifier` by `cfg.adapt.method`; returns what metrics.json reports of it."""
     import keras
 
-    from kerastl.adaptation import METHODS, ProgressCallback
+    from kerastl.adaptation import ProgressCallback, build_method
     from kerastl.adaptation.base import split_classifier
     from kerastl.data.pipeline import build_dataset, cache_path, steps_per_epoch
     from kerastl.evaluation.domain_gap import draw_embedding, features_of, proxy_a_distance
@@ -61,12 +61,9 @@ def adapt(cfg, run_dir: Path, source, target, classifier, size, checkpoint, stat
     total = steps * ac.epochs
     set_trainable(classifier, cfg.model.unfreeze, resolve_bn(cfg, "adapt"))
 
-    method = METHODS.get(ac.method)
-    model = method(classifier, weight=ac.weight, total_steps=total, **ac.params)
-    model(np.zeros((1, size, size, 3), np.float32))  # builds it: saving needs a built model
     lr = annealed_lr(ac.lr, total, ac.anneal_alpha, ac.anneal_beta) if ac.anneal else ac.lr
-    model.compile(optimizer=make_optimizer(ac.optimizer, lr), jit_compile=jit_compile)
-    model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+    model = build_method(ac.method, classifier, make_optimizer(ac.optimizer, lr), weight=ac.weight,
+                         total_steps=total, jit_compile=jit_compile, **ac.params)
 
     features, _ = split_classifier(classifier)
     src_eval = source.splits.get("test") or source.splits.get("val") or src_train
