@@ -27,12 +27,11 @@ METHODS: Registry = Registry("adaptation method")
 
 
 def register(name: str):
-    """Registers a method class under its catalog name; its defaults come from the catalog."""
-    spec = CATALOG.get(name)
+    """Registers a method class under its catalog name (its parameters are declared there)."""
+    CATALOG.get(name)  # a method must be declared in the catalog first
 
     def add(cls):
         cls.method_name = name
-        cls.HPARAMS = spec.defaults()
         METHODS.register(name, cls)
         return cls
 
@@ -84,7 +83,6 @@ class AdaptationModel(keras.Model):
     """
 
     method_name = "base"
-    HPARAMS: dict = {}  # set by `register` from the catalog
 
     def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, **hparams):
         super().__init__()
@@ -216,7 +214,8 @@ def build_method(name: str, classifier: keras.Model, optimizer, *, weight: float
     optimizer built for every variable it trains: ready for `fit` (and for saving).
 
     Keras would otherwise build the model by calling it on a whole paired batch, and the
-    optimizer would refuse variables it was not built with (a sub-model used only in train_step has the same problem).
+    optimizer would refuse variables it was not built with (sub-models used only in
+    `train_step`, like a discriminator, among them).
     """
     from kerastl.adaptation import METHODS  # registers every method
 

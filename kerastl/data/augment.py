@@ -65,13 +65,13 @@ class Augmenter:
         import tensorflow as tf
 
         for i, layer in enumerate(self.layers):
-            draws = _SeedStream(tf.random.experimental.stateless_fold_in(seed, i))
+            draws = _seed_stream(tf.random.experimental.stateless_fold_in(seed, i))
             transformation = layer.get_random_transformation(images, training=True, seed=draws)
             images = layer.transform_images(images, transformation, training=True)
         return images
 
 
-def _SeedStream(seed):
+def _seed_stream(seed):
     """A `keras.random.SeedGenerator` handing out seeds folded from `seed`, with no state
     variable: the number of draws is fixed when the map function is traced."""
     return _seed_stream_class()(seed)
