@@ -31,13 +31,12 @@ def evaluate_run(run_path: str, data: str | None = None, split: str = "test", to
             target dataset.
         split: train, val or test.
     """
-    from kerastl.config import load_config
     from kerastl.data.domain import load_domain
     from kerastl.data.pipeline import build_dataset
     from kerastl.evaluation.metrics import full_report, predict_split
 
     run = runs.require_run(run_path, need=(runs.MODEL, runs.CONFIG, runs.LABELS))
-    cfg = load_config(run / runs.CONFIG)
+    cfg = runs.read_config(run)
     labels = runs.read_labels(run)
     data_cfg = cfg.target
     if data:

@@ -135,3 +135,23 @@ def require_run(path: str | Path, need=(MODEL,)) -> Path:
 
 def read_labels(run: Path) -> list[str]:
     return [line for line in (run / LABELS).read_text().splitlines() if line]
+
+
+def is_run_dir(path) -> bool:
+    """A finished kerastl run: it holds model.keras and config.yaml."""
+    p = Path(path)
+    return p.is_dir() and (p / MODEL).exists() and (p / CONFIG).exists()
+
+
+def read_config(run):
+    """The validated config a run was made with (RUN/config.yaml)."""
+    from kerastl.config import load_config
+
+    return load_config(Path(run) / CONFIG)
+
+
+def load_model(run):
+    """RUN/model.keras, loaded in safe mode without compiling."""
+    import keras
+
+    return keras.saving.load_model(Path(run) / MODEL, compile=False, safe_mode=True)

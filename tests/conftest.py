@@ -64,7 +64,7 @@ def tiny_yaml(tmp_path):
 def trained_run(tmp_path_factory):
     """One tiny pretrain + fine-tune run, shared by the tests that only read a run."""
     from kerastl.config import config_from_dict
-    from kerastl.training.trainer import train
+    from kerastl.training.job import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     result = train(config_from_dict(TINY), out=str(out), quiet=True, echo=lambda s: None)
@@ -72,11 +72,12 @@ def trained_run(tmp_path_factory):
 
 
 def tiny_classifier(classes=3):
-    """A kerastl-shaped classifier (image -> nested backbone -> pool -> head) that traces
-    fast: the equivalence is about the train steps, not the backbone's size."""
+    """A kerastl classifier handle (image -> nested backbone -> pool -> head) that traces
+    fast: what these tests check is about the train steps, not the backbone's size."""
     import keras
 
-    inputs = keras.Input((32, 32, 3), name="image")
+    from kerastl.models.factory import assemble_classifier
+
     b_in = keras.Input((32, 32, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(b_in)
     for filters in (8, 16):
@@ -84,10 +85,7 @@ def tiny_classifier(classes=3):
         x = keras.layers.BatchNormalization(momentum=0.9)(x)
         x = keras.layers.ReLU()(x)
     backbone = keras.Model(b_in, x, name="backbone")
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(inputs))
-    x = keras.layers.Dense(16, activation="relu", name="hidden_0")(x)
-    out = keras.layers.Dense(classes, activation="softmax", name="predictions", dtype="float32")(x)
-    return keras.Model(inputs, out, name="classifier")
+    return assemble_classifier(backbone, classes, hidden=[16])
 
 
 def make_image_folder(root, classes=("cat", "dog"), per_class=6, size=24, seed=0):

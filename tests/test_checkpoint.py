@@ -17,7 +17,7 @@ def _transfer_model(seed=0):
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   backbone_optimizer=keras.optimizers.SGD(1e-2, momentum=0.9),
                   loss=keras.losses.CategoricalCrossentropy())
-    return model, classifier
+    return model, classifier.model
 
 
 def _data(seed=1):

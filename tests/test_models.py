@@ -6,7 +6,7 @@ import keras
 from kerastl.config import ModelConfig
 from kerastl.errors import ModelError
 from kerastl.models.backbones import BACKBONES, preprocessing_layers
-from kerastl.models.factory import build_classifier, get_backbone, set_trainable
+from kerastl.models.factory import build_classifier, nested_backbone, set_trainable
 from kerastl.training.transfer_model import TransferModel
 
 
@@ -26,7 +26,7 @@ def _fit_one_step(model, size, classes=3, batch=4, lr=1e-3, backbone_lr=1e-4):
                loss="categorical_crossentropy", metrics=["accuracy"],
                run_eagerly=True)  # one step: tracing a big graph costs more than it saves
     history = tm.fit(x, y, epochs=1, batch_size=batch, verbose=0)
-    return history.history["loss"][0], np.asarray(model(x))
+    return history.history["loss"][0], np.asarray(model.model(x))
 
 
 @pytest.mark.parametrize("name", _smallest_per_family())
@@ -34,9 +34,9 @@ def test_every_backbone_family_builds_and_trains_one_step(name):
     spec = BACKBONES.get(name)
     kwargs = {"alpha": 0.25} if spec.family in ("MobileNet", "MobileNetV2") else {}
     cfg = ModelConfig(backbone=name, weights="none", input_size=spec.min_size, backbone_args=kwargs)
-    model, spec, size = build_classifier(cfg, num_classes=3)
-    set_trainable(model, "all", "train")
-    loss, probs = _fit_one_step(model, size)
+    model = build_classifier(cfg, num_classes=3)
+    set_trainable(model.backbone, "all", "train")
+    loss, probs = _fit_one_step(model, model.input_size)
     assert np.isfinite(loss)
     assert probs.shape == (4, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
@@ -63,33 +63,33 @@ def test_preprocessing_layers_equal_keras_preprocess_input(mode, module):
 
 
 def _bn_layers(model):
-    return [l for l in get_backbone(model).layers if isinstance(l, keras.layers.BatchNormalization)]
+    return [l for l in model.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
 
 
 def _small_model(**kw):
     cfg = ModelConfig(backbone="MobileNetV3Small", weights="none", input_size=32,
                       backbone_args={"alpha": 0.75, "minimalistic": True}, bn_momentum=0.5, **kw)
-    return build_classifier(cfg, 3)[0]
+    return build_classifier(cfg, 3)
 
 
 def test_frozen_backbone_keeps_batchnorm_statistics_and_weights():
     model = _small_model()
-    set_trainable(model, "frozen", "train")
+    set_trainable(model.backbone, "frozen", "train")
     before = [l.get_weights() for l in _bn_layers(model)]
-    conv_before = get_backbone(model).get_weights()
+    conv_before = model.backbone.get_weights()
     _fit_one_step(model, 32, lr=0.05, backbone_lr=0.05)
     for layer, old in zip(_bn_layers(model), before):
         for a, b in zip(layer.get_weights(), old):
             np.testing.assert_array_equal(a, b)  # gamma, beta, moving mean and variance
-    for a, b in zip(get_backbone(model).get_weights(), conv_before):
+    for a, b in zip(model.backbone.get_weights(), conv_before):
         np.testing.assert_array_equal(a, b)
 
 
 def test_partly_frozen_backbone_with_frozen_bn_moves_only_top_weights():
     model = _small_model()
-    set_trainable(model, 10, "frozen")
+    set_trainable(model.backbone, 10, "frozen")
     bn_before = [l.get_weights() for l in _bn_layers(model)]
-    layers = [l for l in get_backbone(model).layers if l.weights]
+    layers = [l for l in model.backbone.layers if l.weights]
     before = {l.name: [w.copy() for w in l.get_weights()] for l in layers}
     _fit_one_step(model, 32, lr=0.05, backbone_lr=0.05)
     for layer, old in zip(_bn_layers(model), bn_before):
@@ -98,13 +98,13 @@ def test_partly_frozen_backbone_with_frozen_bn_moves_only_top_weights():
     moved = [l.name for l in layers if any(not np.array_equal(a, b) for a, b in zip(l.get_weights(), before[l.name]))]
     trainable = [l.name for l in layers if l.trainable]
     assert moved and set(moved) <= set(trainable)
-    all_layers = [l.name for l in get_backbone(model).layers]
+    all_layers = [l.name for l in model.backbone.layers]
     assert min(all_layers.index(n) for n in moved) >= len(all_layers) - 1 - 10
 
 
 def test_trainable_bn_moves_statistics_when_training_from_scratch():
     model = _small_model()
-    set_trainable(model, "all", "train")
+    set_trainable(model.backbone, "all", "train")
     before = [l.get_weights()[2].copy() for l in _bn_layers(model)]  # moving mean
     _fit_one_step(model, 32, lr=0.05, backbone_lr=0.05)
     assert any(not np.array_equal(l.get_weights()[2], b) for l, b in zip(_bn_layers(model), before))
@@ -112,19 +112,19 @@ def test_trainable_bn_moves_statistics_when_training_from_scratch():
 
 def test_unfreeze_from_named_layer_and_unknown_name():
     model = _small_model()
-    names = [l.name for l in get_backbone(model).layers]
-    set_trainable(model, names[-4], "train")
-    assert [l.trainable for l in get_backbone(model).layers[-4:]] == [True] * 4
-    assert not any(l.trainable for l in get_backbone(model).layers[1:-4] if l.weights)
+    names = [l.name for l in model.backbone.layers]
+    set_trainable(model.backbone, names[-4], "train")
+    assert [l.trainable for l in model.backbone.layers[-4:]] == [True] * 4
+    assert not any(l.trainable for l in model.backbone.layers[1:-4] if l.weights)
     with pytest.raises(ModelError, match="model.unfreeze: 'no_such_layer' is not"):
-        set_trainable(model, "no_such_layer", "train")
+        set_trainable(model.backbone, "no_such_layer", "train")
 
 
 def test_backbone_learning_rate_multiplier_zero_keeps_backbone_still():
     model = _small_model()
-    set_trainable(model, "all", "train")
-    bb = [v.numpy().copy() for v in get_backbone(model).trainable_variables]
-    head = model.get_layer("predictions").get_weights()[0].copy()
+    set_trainable(model.backbone, "all", "train")
+    bb = [v.numpy().copy() for v in model.backbone.trainable_variables]
+    head = model.model.get_layer("predictions").get_weights()[0].copy()
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     y = keras.utils.to_categorical([0, 1, 2, 0], 3)
@@ -132,19 +132,19 @@ def test_backbone_learning_rate_multiplier_zero_keeps_backbone_still():
     tm.compile(optimizer=keras.optimizers.SGD(0.1), backbone_optimizer=keras.optimizers.SGD(0.0),
                loss="categorical_crossentropy")
     tm.fit(x, y, epochs=1, batch_size=4, verbose=0)
-    for a, b in zip([v.numpy() for v in get_backbone(model).trainable_variables], bb):
+    for a, b in zip([v.numpy() for v in model.backbone.trainable_variables], bb):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(model.get_layer("predictions").get_weights()[0], head)
+    assert not np.array_equal(model.model.get_layer("predictions").get_weights()[0], head)
 
 
 def test_weights_from_file_and_missing_file(tmp_path):
     model = _small_model()
     path = tmp_path / "backbone.weights.h5"
-    get_backbone(model).save_weights(path)
+    model.backbone.save_weights(path)
     cfg = ModelConfig(backbone="MobileNetV3Small", weights=str(path), input_size=32,
                       backbone_args={"alpha": 0.75, "minimalistic": True})
-    again = build_classifier(cfg, 3)[0]
-    for a, b in zip(get_backbone(again).get_weights(), get_backbone(model).get_weights()):
+    again = build_classifier(cfg, 3)
+    for a, b in zip(again.backbone.get_weights(), model.backbone.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ModelError, match="model.weights: .*is not 'imagenet', 'none'"):
         build_classifier(ModelConfig(backbone="MobileNetV3Small", weights=str(tmp_path / "nope.h5"), input_size=32), 3)
@@ -174,10 +174,10 @@ def test_input_smaller_than_backbone_minimum_is_an_error():
 def test_classifier_reloads_in_safe_mode_without_custom_objects(tmp_path):
     model = _small_model(hidden=[8])
     path = tmp_path / "m.keras"
-    model.save(path)
+    model.model.save(path)
     again = keras.saving.load_model(path, safe_mode=True, compile=False)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model.model(x)), atol=1e-6)
 
 
 def test_weights_from_a_run_directory_load_its_trained_backbone(trained_run):
@@ -188,11 +188,22 @@ def test_weights_from_a_run_directory_load_its_trained_backbone(trained_run):
     run = trained_run.run_dir
     cfg = load_config(run / "config.yaml").model
     cfg.weights = str(run)
-    fresh = build_classifier(cfg, 5)[0]
+    fresh = build_classifier(cfg, 5)
     trained = keras.saving.load_model(run / "model.keras", compile=False)
-    for a, b in zip(get_backbone(fresh).get_weights(), get_backbone(trained).get_weights()):
+    for a, b in zip(fresh.backbone.get_weights(), nested_backbone(trained).get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert fresh.output_shape == (None, 5)  # a new head for the new task
+    assert fresh.model.output_shape == (None, 5)  # a new head for the new task
     cfg.backbone, cfg.backbone_args = "MobileNetV2", {"alpha": 0.35}
     with pytest.raises(ModelError, match="trained a MobileNetV3Small, not a MobileNetV2"):
         build_classifier(cfg, 5)
+
+
+def test_the_classifier_handle_parts_share_the_models_layers():
+    model = _small_model(hidden=[8], dropout=0.2)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model.head(model.features(x))), np.asarray(model.model(x)), atol=1e-6)
+    assert model.features.output.shape[-1] == model.backbone.output.shape[-1]
+    # Training a part trains the saved model: the head's variables are the model's own.
+    ids = {id(v) for v in model.model.weights}
+    assert all(id(v) in ids for v in model.head.weights + model.backbone.weights)
+    assert model.input_size == 32 and model.spec.name == "MobileNetV3Small"

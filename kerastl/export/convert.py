@@ -43,10 +43,9 @@ def output_name(quantize: str, fmt: str = "tflite", io_type: str = "float32") ->
 
 def calibration_images(run: Path, size: int, count: int):
     """Up to `count` images of the run's training data (target train, then source train)."""
-    from kerastl.config import load_config
     from kerastl.export.verify import run_images
 
-    cfg = load_config(run / runs.CONFIG)
+    cfg = runs.read_config(run)
     images = run_images(run, size, split="train", max_images=count).images
     if len(images) < count and cfg.source is not None:
         more = run_images(run, size, split="train", max_images=count - len(images), which="source").images

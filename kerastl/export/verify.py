@@ -31,10 +31,9 @@ class CheckImages:
 def run_images(run: Path, size: int, split: str = "test", max_images: int | None = 1000,
                which: str = "target") -> CheckImages:
     """Decoded, resized images of one split of the run's target (or source) domain."""
-    from kerastl.config import load_config
     from kerastl.data.pipeline import build_dataset
 
-    cfg = load_config(run / runs.CONFIG)
+    cfg = runs.read_config(run)
     domain = _domain(str(run), (run / runs.CONFIG).read_text(), which)
     if split not in domain.splits:
         split = "val" if "val" in domain.splits else "train"
@@ -62,10 +61,9 @@ def keras_reference(run: Path, max_images: int | None = 1000):
 @functools.lru_cache(maxsize=2)
 def _domain(run: str, config_text: str, which: str):
     """The run's domain, loaded once for the test images and the int8 calibration images."""
-    from kerastl.config import load_config
     from kerastl.data.domain import load_domain
 
-    cfg = load_config(Path(run) / runs.CONFIG)
+    cfg = runs.read_config(run)
     return load_domain(cfg.target if which == "target" else cfg.source, cfg.seed, which)
 
 

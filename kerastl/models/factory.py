@@ -6,16 +6,42 @@
       -> global pooling -> dropout -> [hidden Dense -> dropout]... -> Dense softmax
 
 The classifier is a plain functional model of built-in layers: `model.keras` loads with
-`safe_mode=True` and without kerastl installed.
+`safe_mode=True` and without kerastl installed. Training code gets a `Classifier` handle
+that names its parts (backbone, features, head) as they were built, instead of finding
+them by layer name.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
+from kerastl import runs
 from kerastl.errors import ModelError
 from kerastl.models.backbones import BackboneSpec, get_backbone_spec, preprocessing_layers
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A kerastl classifier and its parts, which share their layers and weights.
+
+    Attributes:
+        model: image -> class probabilities; the functional model saved as `model.keras`.
+        backbone: the `keras.applications` model nested in `model`.
+        features: image -> pooled backbone features (what domain adaptation aligns).
+        head: features -> class probabilities.
+        input_size: the square input side in pixels.
+        spec: the backbone family's description (None for a hand-assembled backbone).
+    """
+
+    model: Any
+    backbone: Any
+    features: Any
+    head: Any
+    input_size: int
+    spec: Optional[BackboneSpec] = None
 
 def resolve_input_size(cfg, spec: BackboneSpec) -> int:
     size = cfg.input_size or spec.default_size
@@ -39,11 +65,6 @@ def _imagenet_error(spec: BackboneSpec, err: Exception) -> ModelError:
     )
 
 
-def is_run_dir(path: str) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "model.keras").exists() and (p / "config.yaml").exists()
-
-
 def build_backbone(cfg, spec: BackboneSpec, size: int):
     """The backbone with `cfg.weights` loaded (imagenet / none / file / kerastl run)."""
     weights = cfg.weights
@@ -56,7 +77,7 @@ def build_backbone(cfg, spec: BackboneSpec, size: int):
         kwargs["weights"] = None
     elif weights.lower() == "imagenet":
         kwargs["weights"] = "imagenet"
-    elif is_run_dir(weights):
+    elif runs.is_run_dir(weights):
         kwargs["weights"] = None
         from_run = weights
     elif Path(weights).is_file():
@@ -102,19 +123,15 @@ def batchnorm_layers(model):
 
 
 def load_backbone_from_run(backbone, run_dir: str, spec: BackboneSpec):
-    import keras
-
-    from kerastl.config import load_config
-
-    run_cfg = load_config(Path(run_dir) / "config.yaml")
+    run_cfg = runs.read_config(run_dir)
     if get_backbone_spec(run_cfg.model.backbone).name != spec.name:
         raise ModelError(
             f"model.weights: run {run_dir} trained a {run_cfg.model.backbone}, "
             f"not a {spec.name}; set model.backbone to {run_cfg.model.backbone}"
         )
-    old = keras.saving.load_model(Path(run_dir) / "model.keras", compile=False, safe_mode=True)
+    old = runs.load_model(run_dir)
     try:
-        backbone.set_weights(get_backbone(old).get_weights())
+        backbone.set_weights(nested_backbone(old).get_weights())
     except ValueError as err:
         raise ModelError(
             f"model.weights: the backbone of run {run_dir} does not fit this one "
@@ -122,38 +139,60 @@ def load_backbone_from_run(backbone, run_dir: str, spec: BackboneSpec):
         ) from None
 
 
-def build_classifier(cfg, num_classes: int):
-    """Returns (classifier, spec, input_size) for the `model` config section."""
-    import keras
-
+def build_classifier(cfg, num_classes: int) -> Classifier:
+    """The classifier the `model` config section describes, for `num_classes` classes."""
     spec = get_backbone_spec(cfg.backbone)
     size = resolve_input_size(cfg, spec)
     backbone = build_backbone(cfg, spec, size)
+    return assemble_classifier(
+        backbone, num_classes, preprocessing=preprocessing_layers(spec.preprocessing), pooling=cfg.pooling,
+        dropout=cfg.dropout, hidden=cfg.hidden, name=f"kerastl_{spec.name.lower()}", spec=spec,
+    )
 
+
+def assemble_classifier(backbone, num_classes: int, *, preprocessing=(), pooling: str = "avg",
+                        dropout: float = 0.0, hidden=(), name: str = "classifier",
+                        spec: Optional[BackboneSpec] = None) -> Classifier:
+    """image -> preprocessing -> `backbone` -> pooling -> head, and its parts.
+
+    The head is dropout -> [hidden Dense -> dropout]... -> Dense softmax (float32 even under
+    mixed precision). Tests assemble tiny backbones with it.
+    """
+    import keras
+
+    size = int(backbone.input_shape[1])
     # === Layers ===
     inputs = keras.Input((size, size, 3), name="image")
     x = inputs
-    for layer in preprocessing_layers(spec.preprocessing):
+    for layer in preprocessing:
         x = layer(x)
     x = backbone(x)
-    pool = keras.layers.GlobalAveragePooling2D if cfg.pooling == "avg" else keras.layers.GlobalMaxPooling2D
-    x = pool(name="pool")(x)
-    if cfg.dropout:
-        x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
-    for i, units in enumerate(cfg.hidden):
-        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
-        if cfg.dropout:
-            x = keras.layers.Dropout(cfg.dropout, name=f"hidden_dropout_{i}")(x)
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name="predictions"
-    )(x)
+    pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    pooled = pool(name="pool")(x)
+    head_layers = [keras.layers.Dropout(dropout, name="dropout")] if dropout else []
+    for i, units in enumerate(hidden):
+        head_layers.append(keras.layers.Dense(units, activation="relu", name=f"hidden_{i}"))
+        if dropout:
+            head_layers.append(keras.layers.Dropout(dropout, name=f"hidden_dropout_{i}"))
+    head_layers.append(keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions"))
+    x = pooled
+    for layer in head_layers:
+        x = layer(x)
     # === Functional Model ===
-    model = keras.Model(inputs, outputs, name=f"kerastl_{spec.name.lower()}")
-    return model, spec, size
+    model = keras.Model(inputs, x, name=name)
+    # The parts share the model's layers: training them trains the model.
+    features = keras.Model(inputs, pooled, name="features")
+    head_in = keras.Input(pooled.shape[1:], name="features_in")
+    h = head_in
+    for layer in head_layers:
+        h = layer(h)
+    head = keras.Model(head_in, h, name="head")
+    return Classifier(model=model, backbone=backbone, features=features, head=head, input_size=size, spec=spec)
 
 
-def get_backbone(model):
-    """The backbone: the one nested model inside a kerastl classifier."""
+def nested_backbone(model):
+    """The backbone of a kerastl classifier read from a file (the one nested model); a
+    classifier built here names it in its `Classifier` handle instead."""
     import keras
 
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
@@ -162,8 +201,8 @@ def get_backbone(model):
     return nested[0]
 
 
-def set_trainable(model, policy, bn: str):
-    """Applies a freezing policy to the backbone of `model`.
+def set_trainable(backbone, policy, bn: str):
+    """Applies a freezing policy to `backbone` (a `Classifier`'s).
 
     Args:
         policy: `"frozen"` (nothing in the backbone trains), `"all"`, `"none"`, an
@@ -175,7 +214,6 @@ def set_trainable(model, policy, bn: str):
     """
     import keras
 
-    backbone = get_backbone(model)
     layers = [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
     if policy in ("frozen", "none"):
         backbone.trainable = False
@@ -200,9 +238,9 @@ def set_trainable(model, policy, bn: str):
             layer.trainable = False
 
 
-def validate_unfreeze(model, policy):
+def validate_unfreeze(backbone, policy):
     """Fails early (before any training) on an `unfreeze` layer name that does not exist."""
     if isinstance(policy, str) and policy not in ("all", "none"):
-        names = [layer.name for layer in get_backbone(model).layers]
+        names = [layer.name for layer in backbone.layers]
         if policy not in names:
-            set_trainable(model, policy, "train")  # raises the ModelError with the names
+            set_trainable(backbone, policy, "train")  # raises the ModelError with the names

@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.models.factory import get_backbone
 from kerastl.training.distribute import loss_scaled, replicas
 
 
@@ -18,12 +17,13 @@ class TransferModel(keras.Model):
     Only the wrapped `classifier` is saved as the run's model.
 
     Args:
-        classifier: the functional model from `build_classifier`.
+        classifier: a `Classifier` handle from `models.factory`.
     """
 
-    def __init__(self, classifier: keras.Model, **kwargs):
+    def __init__(self, classifier, **kwargs):
         super().__init__(**kwargs)
-        self.classifier = classifier
+        self.classifier = classifier.model
+        self.backbone = classifier.backbone
         self.backbone_optimizer = None
         self._backbone_ids: set[int] = set()
 
@@ -46,7 +46,7 @@ class TransferModel(keras.Model):
 
     def variable_groups(self):
         """(head variables, backbone variables) among the trainable ones."""
-        backbone_ids = {id(v) for v in get_backbone(self.classifier).trainable_variables}
+        backbone_ids = {id(v) for v in self.backbone.trainable_variables}
         head = [v for v in self.trainable_variables if id(v) not in backbone_ids]
         backbone = [v for v in self.trainable_variables if id(v) in backbone_ids]
         return head, backbone
