@@ -25,7 +25,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 
 from conftest import tiny_classifier  # noqa: E402
-from kerastl.adaptation import CATALOG, ProgressCallback, build_method  # noqa: E402
+from kerastl.adaptation import CATALOG, build_method  # noqa: E402
 from kerastl.training.distribute import sync_batchnorm  # noqa: E402
 from kerastl.training.transfer_model import TransferModel  # noqa: E402
 
@@ -55,7 +55,7 @@ def build(method):
         params = {"dropout": 0.0} if "dropout" in CATALOG.get(method).params else {}
         model = build_method(method, classifier, keras.optimizers.SGD(0.01, momentum=0.9),
                              total_steps=2 * STEPS, **params)
-    return model, classifier
+    return model, classifier.model
 
 
 def train(strategy, method, initial):
@@ -65,14 +65,15 @@ def train(strategy, method, initial):
         if strategy.num_replicas_in_sync > 1:
             sync_batchnorm(classifier, True)
         model.set_weights(initial)
+        if method != "finetune":
+            model.steps_done.assign(STEPS)  # half-way: lambda near its maximum
         if method == "finetune":
             ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
         else:  # half source, half target, as the adapt stage pairs them
             half = BATCH // 2
             ds = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices((x, y)).batch(half),
                                       tf.data.Dataset.from_tensor_slices((xt, yt)).batch(half)))
-        history = model.fit(ds.take(STEPS), epochs=1, steps_per_epoch=STEPS, verbose=0, shuffle=False,
-                            callbacks=[] if method == "finetune" else [ProgressCallback(STEPS)])
+        history = model.fit(ds.take(STEPS), epochs=1, steps_per_epoch=STEPS, verbose=0, shuffle=False)
     return [np.asarray(w) for w in model.get_weights()], {k: v[-1] for k, v in history.history.items()}
 
 

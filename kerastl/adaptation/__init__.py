@@ -7,11 +7,11 @@ an `adapt` section stays fast.
 
 from kerastl.adaptation.catalog import CATALOG
 
-__all__ = ["CATALOG", "METHODS", "AdaptationModel", "ProgressCallback", "build_method"]
+__all__ = ["CATALOG", "METHODS", "AdaptationModel", "Batch", "build_method"]
 
 
 def __getattr__(name):
-    if name in ("METHODS", "AdaptationModel", "ProgressCallback", "build_method"):
+    if name in ("METHODS", "AdaptationModel", "Batch", "build_method"):
         import importlib
 
         from kerastl.adaptation import base

@@ -5,8 +5,9 @@ loss is
 
     source classification loss + weight * adaptation loss
 
-where each method (one module each, registered in `METHODS`) defines the adaptation loss
-and any sub-model it needs (a domain discriminator, a critic, a second head). Target
+where each method (one module each, declared in `catalog.py` and registered in `METHODS`)
+defines the adaptation loss and any sub-model it needs (a domain discriminator, a critic,
+a second head). Target
 labels, when the data has them, only feed the `target_accuracy` metric; they never reach
 a loss (except in `target_oracle`, the upper bound).
 
@@ -14,6 +15,8 @@ After training the wrapped `classifier` is a plain classifier: it is what is sav
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -27,32 +30,18 @@ METHODS: Registry = Registry("adaptation method")
 
 
 def register(name: str):
-    """Registers a method class under its catalog name (its parameters are declared there)."""
-    CATALOG.get(name)  # a method must be declared in the catalog first
+    """Registers a method class under the name its module declares (with `declare`)."""
+    spec = CATALOG.get(name)
 
     def add(cls):
+        if spec.target != f"{cls.__module__}:{cls.__name__}":
+            raise TypeError(f"{cls.__module__}:{cls.__name__} is registered as {name!r}, which is declared "
+                            f"as {spec.target}")
         cls.method_name = name
         METHODS.register(name, cls)
         return cls
 
     return add
-
-
-def split_classifier(classifier: keras.Model):
-    """(features model, head model) of a kerastl classifier, sharing its layers.
-
-    Features are the pooled backbone output; the head is everything after it.
-    """
-    pool = classifier.get_layer("pool")
-    features = keras.Model(classifier.input, pool.output, name="features")
-    names = [layer.name for layer in classifier.layers]
-    after = classifier.layers[names.index("pool") + 1 :]
-    head_in = keras.Input(pool.output.shape[1:], name="features_in")
-    x = head_in
-    for layer in after:
-        x = layer(x)
-    head = keras.Model(head_in, x, name="head")
-    return features, head
 
 
 def global_sum(x):
@@ -71,13 +60,40 @@ def weighted_mean(values, weights):
     return replicas() * tf.reduce_sum(weights * values) / global_sum(tf.reduce_sum(weights))
 
 
+class Batch(NamedTuple):
+    """One forward pass over a paired batch: what a method's losses are computed from."""
+
+    xs: tf.Tensor  # source images
+    ys: tf.Tensor  # source labels (one-hot)
+    xt: tf.Tensor  # target images
+    yt: tf.Tensor  # target labels (one-hot; all zeros when the data has none): metrics only
+    fs: tf.Tensor  # source features (the pooled backbone output)
+    ft: tf.Tensor  # target features
+    ps: tf.Tensor  # source class probabilities
+    pt: tf.Tensor  # target class probabilities
+
+
 class AdaptationModel(keras.Model):
     """Source classification + weight x adaptation loss; subclasses define the latter.
 
+    A method overrides what it needs of:
+
+    - `build_extra()`: create its sub-models (discriminator, critic, second head);
+      `extra_variables()`: those trained with the classifier by the main optimizer;
+    - `adaptation_loss(batch)` -> (loss, logs dict), from one forward-pass record;
+    - rarely `forward` (which images BatchNormalization sees), `classification_loss`, or
+      `update` (methods with several inner steps per batch, like MCD; each inner step goes
+      through `minimize`).
+
+    Losses are estimates of the global batch's loss (a mean over this replica's examples,
+    or a statistic of the all-gathered batch): `minimize` divides by the replica count once,
+    for every method. `steps_done` counts training steps (not optimizer updates); it is a
+    variable of the model, so checkpoints keep it, and `progress` in [0, 1] follows it.
+
     Args:
-        classifier: the functional model from `build_classifier`.
+        classifier: a `Classifier` handle from `models.factory`.
         weight: weight of the adaptation loss.
-        total_steps: training steps in all, for schedules driven by progress p in [0, 1].
+        total_steps: training steps in all, for schedules driven by `progress`.
         **hparams: the method's hyper-parameters (declared in catalog.py with their
             defaults and ranges; `kerastl methods` lists them).
     """
@@ -89,13 +105,15 @@ class AdaptationModel(keras.Model):
         from kerastl.config import check_method_params
 
         self.hp = check_method_params(self.method_name, hparams)
-        self.classifier = classifier
-        self.features, self.head = split_classifier(classifier)
+        self.classifier = classifier.model
+        self.features, self.head = classifier.features, classifier.head
         self.feature_dim = int(self.features.output.shape[-1])
-        self.num_classes = int(classifier.output.shape[-1])
+        self.num_classes = int(self.classifier.output.shape[-1])
         self.weight = float(weight)
         self.total_steps = max(int(total_steps), 1)
-        self.progress = self.add_weight(name="progress", shape=(), initializer="zeros", trainable=False)
+        # Written inside the replicated step: every replica counts the same steps.
+        self.steps_done = self.add_weight(name="steps_done", shape=(), dtype="int64", initializer="zeros",
+                                          trainable=False, aggregation="only_first_replica")
         self.trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "cls_loss", "adapt_loss", "target_top_class_share")
@@ -108,18 +126,55 @@ class AdaptationModel(keras.Model):
         # Every sub-model is a functional model, built at construction.
         self.built = True
 
+    @property
+    def progress(self):
+        """Training progress p = steps done / total steps, in [0, 1] (float32).
+
+        Divided in float64: in a traced step, TensorFlow's graph optimizer turns a float32
+        division by a constant into a multiplication by its reciprocal, which is off by one
+        ulp for about 1 step in 7 (measured for 1,500 steps); float64 then rounds to the
+        exact float32 quotient, so a schedule gives the same value however it is run.
+        """
+        p = tf.cast(self.steps_done, tf.float64) / float(self.total_steps)
+        return tf.cast(tf.minimum(p, 1.0), tf.float32)
+
     # --- what methods override -------------------------------------------------------
 
     def build_extra(self):
         """Creates and builds the method's own sub-models (discriminator, critic, ...)."""
 
-    def adaptation_loss(self, fs, ft, ps, pt, training: bool = True):
-        """Returns (loss, extra metrics dict) for source/target features and probabilities."""
+    def extra_variables(self):
+        """Variables trained by the main optimizer besides the classifier's."""
+        return []
+
+    def adaptation_loss(self, batch: Batch):
+        """(loss, logs dict) of the adaptation term for one forward pass."""
         return tf.constant(0.0), {}
 
-    def extra_variables(self):
-        """Variables trained by the method besides the classifier's."""
-        return []
+    def forward(self, xs, ys, xt, yt) -> Batch:
+        # One pass over the concatenated batch: BatchNormalization sees both domains.
+        x = tf.concat([xs, xt], axis=0)
+        f = self.features(x, training=True)
+        p = self.head(f, training=True)
+        n = tf.shape(xs)[0]
+        return Batch(xs, ys, xt, yt, f[:n], f[n:], p[:n], p[n:])
+
+    def classification_loss(self, batch: Batch):
+        return tf.reduce_mean(keras.losses.categorical_crossentropy(batch.ys, batch.ps))
+
+    def update(self, xs, ys, xt, yt):
+        """One training step on a paired batch; returns the logs."""
+
+        def loss_fn():
+            batch = self.forward(xs, ys, xt, yt)
+            cls = self.classification_loss(batch)
+            adapt, logs = self.adaptation_loss(batch)
+            loss = tf.cast(cls, tf.float32) + self.weight * tf.cast(adapt, tf.float32)
+            return loss, (batch, cls, adapt, logs)
+
+        variables = self.classifier.trainable_variables + self.extra_variables()
+        loss, (batch, cls, adapt, logs) = self.minimize(loss_fn, variables)
+        return self.record(batch, loss=loss, cls_loss=cls, adapt_loss=adapt, logs=logs)
 
     def optimizers(self):
         """Every optimizer the step uses (their state is checkpointed with the model)."""
@@ -132,28 +187,7 @@ class AdaptationModel(keras.Model):
 
     @property
     def metrics(self):
-        return [*self.trackers.values(), self.source_acc, self.target_acc, *self.extra_metrics()]
-
-    def extra_metrics(self):
-        return []
-
-    def classification_loss(self, y, p):
-        return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p))
-
-    def forward(self, xs, xt, training=True):
-        # One pass over the concatenated batch: BatchNormalization sees both domains.
-        x = tf.concat([xs, xt], axis=0)
-        f = self.features(x, training=training)
-        p = self.head(f, training=training)
-        n = tf.shape(xs)[0]
-        return f[:n], f[n:], p[:n], p[n:]
-
-    def compute_losses(self, xs, ys, xt, yt):
-        """(fs, ft, ps, pt, classification loss, adaptation loss, extra logs)."""
-        fs, ft, ps, pt = self.forward(xs, xt)
-        cls = self.classification_loss(ys, ps)
-        adapt, logs = self.adaptation_loss(fs, ft, ps, pt)
-        return fs, ft, ps, pt, cls, adapt, logs
+        return [*self.trackers.values(), self.source_acc, self.target_acc]
 
     def minimize(self, loss_fn, variables, optimizer=None):
         """One update of `variables` by `optimizer` (default: the model's) on `loss_fn()`.
@@ -174,29 +208,24 @@ class AdaptationModel(keras.Model):
 
     def train_step(self, data):
         (xs, ys), (xt, yt) = data
+        logs = self.update(xs, ys, xt, yt)
+        self.steps_done.assign_add(1)  # after the logs read `progress`
+        return logs
 
-        def loss_fn():
-            fs, ft, ps, pt, cls, adapt, logs = self.compute_losses(xs, ys, xt, yt)
-            loss = tf.cast(cls, tf.float32) + self.weight * tf.cast(adapt, tf.float32)
-            return loss, (cls, adapt, ps, pt, logs)
-
-        variables = self.classifier.trainable_variables + self.extra_variables()
-        loss, (cls, adapt, ps, pt, logs) = self.minimize(loss_fn, variables)
-        return self.update_metrics(loss, cls, adapt, ys, ps, yt, pt, logs)
-
-    def update_metrics(self, loss, cls, adapt, ys, ps, yt, pt, logs):
+    def record(self, batch: Batch, *, loss, cls_loss, adapt_loss, logs=None) -> dict:
+        """Updates the metrics from a step's losses and predictions; returns the logs."""
         self.trackers["loss"].update_state(loss)
-        self.trackers["cls_loss"].update_state(cls)
-        self.trackers["adapt_loss"].update_state(adapt)
-        self.source_acc.update_state(ys, ps)
+        self.trackers["cls_loss"].update_state(cls_loss)
+        self.trackers["adapt_loss"].update_state(adapt_loss)
+        self.source_acc.update_state(batch.ys, batch.ps)
         # Target labels (all zeros when the data has none) only measure, never train.
-        has_labels = tf.reduce_sum(yt, axis=-1) > 0
-        self.target_acc.update_state(yt, pt, sample_weight=tf.cast(has_labels, tf.float32))
+        has_labels = tf.reduce_sum(batch.yt, axis=-1) > 0
+        self.target_acc.update_state(batch.yt, batch.pt, sample_weight=tf.cast(has_labels, tf.float32))
         # Share of target predictions in the most predicted class: near 1 = collapse.
-        predicted = tf.one_hot(tf.argmax(pt, axis=1), self.num_classes)
+        predicted = tf.one_hot(tf.argmax(batch.pt, axis=1), self.num_classes)
         self.trackers["target_top_class_share"].update_state(tf.reduce_max(tf.reduce_mean(predicted, axis=0)))
         out = {m.name: m.result() for m in self.metrics}
-        out.update(logs)
+        out.update(logs or {})
         out["progress"] = self.progress
         return out
 
@@ -208,10 +237,11 @@ class AdaptationModel(keras.Model):
         return {"cls_loss": self.trackers["cls_loss"].result(), "accuracy": self.source_acc.result()}
 
 
-def build_method(name: str, classifier: keras.Model, optimizer, *, weight: float = 1.0,
+def build_method(name: str, classifier, optimizer, *, weight: float = 1.0,
                  total_steps: int = 1000, jit_compile=False, **hparams) -> AdaptationModel:
-    """The method `name` around `classifier`, built, compiled with `optimizer` and with the
-    optimizer built for every variable it trains: ready for `fit` (and for saving).
+    """The method `name` around `classifier` (a `Classifier` handle), built, compiled with
+    `optimizer` and with the optimizer built for every variable it trains: ready for `fit`
+    (and for checkpointing).
 
     Keras would otherwise build the model by calling it on a whole paired batch, and the
     optimizer would refuse variables it was not built with (sub-models used only in
@@ -220,20 +250,7 @@ def build_method(name: str, classifier: keras.Model, optimizer, *, weight: float
     from kerastl.adaptation import METHODS  # registers every method
 
     model = METHODS.get(name)(classifier, weight=weight, total_steps=total_steps, **hparams)
-    size = classifier.input_shape[1:]
-    model(np.zeros((1, *size), np.float32))
+    model(np.zeros((1, classifier.input_size, classifier.input_size, 3), np.float32))
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
-    model.optimizer.build(classifier.trainable_variables + model.extra_variables())
+    model.optimizer.build(model.classifier.trainable_variables + model.extra_variables())
     return model
-
-
-class ProgressCallback(keras.callbacks.Callback):
-    """Sets `model.progress` = step / total_steps before every batch (drives schedules)."""
-
-    def __init__(self, initial_step: int = 0):
-        super().__init__()
-        self.step = initial_step
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.model.progress.assign(min(self.step / self.model.total_steps, 1.0))
-        self.step += 1

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.base import AdaptationModel, Batch, register
+from kerastl.adaptation.catalog import declare
+
+declare("source_only", "SourceOnly",
+        "no adaptation: the labelled source only (target images kept out of BN statistics)")
+declare("target_oracle", "TargetOracle", "trains on the target's own labels: the upper bound")
 
 
 @register("source_only")
@@ -15,12 +21,12 @@ class SourceOnly(AdaptationModel):
     the BatchNormalization statistics.
     """
 
-    def forward(self, xs, xt, training=True):
-        fs = self.features(xs, training=training)
-        ps = self.head(fs, training=training)
+    def forward(self, xs, ys, xt, yt):
+        fs = self.features(xs, training=True)
+        ps = self.head(fs, training=True)
         ft = self.features(xt, training=False)
         pt = self.head(ft, training=False)
-        return fs, ft, ps, pt
+        return Batch(xs, ys, xt, yt, fs, ft, ps, pt)
 
 
 @register("target_oracle")
@@ -30,10 +36,12 @@ class TargetOracle(AdaptationModel):
     It needs target labels; it is the only method whose loss uses them.
     """
 
-    def compute_losses(self, xs, ys, xt, yt):
+    def forward(self, xs, ys, xt, yt):
         ft = self.features(xt, training=True)
         pt = self.head(ft, training=True)
         fs = self.features(xs, training=False)
         ps = self.head(fs, training=False)
-        cls = self.classification_loss(yt, pt)
-        return fs, ft, ps, pt, cls, tf.constant(0.0), {}
+        return Batch(xs, ys, xt, yt, fs, ft, ps, pt)
+
+    def classification_loss(self, batch):
+        return tf.reduce_mean(keras.losses.categorical_crossentropy(batch.yt, batch.pt))

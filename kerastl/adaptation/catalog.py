@@ -1,13 +1,14 @@
 """The domain adaptation methods and their hyper-parameters, without TensorFlow.
 
-Every method is declared here once: its name in YAML (`adapt.method`), where its class
-lives, a one-line summary, and each hyper-parameter (`adapt.params`) with its type, default
-and valid range. Config validation reads only this module, so a bad `adapt` section fails
-in well under a second, before TensorFlow is imported; the method classes take their
-defaults from here (`register` in base.py), so there is one place to read them.
+Each method module declares its methods at its top with `declare(...)`: the name in YAML
+(`adapt.method`), the class, a one-line summary, and each hyper-parameter (`adapt.params`)
+with its type, default and valid range. This module reads those statements from the
+modules' source without importing them, so config validation fails on a bad `adapt`
+section in well under a second, before TensorFlow is imported; the method classes take
+their parameters from here (`register` in base.py), so there is one place to read them.
 
-Adding a method: one module with a registered `AdaptationModel` subclass, one entry below,
-and a config that uses it.
+Adding a method: one module in this package (a `declare(...)` statement and a registered
+`AdaptationModel` subclass) and a config that uses it.
 """
 
 from __future__ import annotations
@@ -78,46 +79,51 @@ class MethodSpec:
 
 CATALOG: Registry[MethodSpec] = Registry("adaptation method")
 
-
-def declare(name: str, target: str, summary: str, **params: Param) -> MethodSpec:
-    return CATALOG.register(name, MethodSpec(name, target, summary, params))
-
-
-_ADVERSARIAL = {
+# Shared by the adversarial methods' declarations (dann, cdan, cdan+e, mdd).
+ADVERSARIAL = {
     "gamma": Param(10.0, "steepness of lambda_p = 2 / (1 + exp(-gamma p)) - 1", 0.0, 1000.0),
     "max_lambda": Param(1.0, "the gradient-reversal coefficient lambda_p is scaled to this", 0.0, 100.0),
     "hidden": Param(1024, "units of the discriminator's two hidden layers", 1, None),
     "dropout": Param(0.5, "dropout after each discriminator hidden layer", 0.0, 0.95),
 }
 
-declare("source_only", "kerastl.adaptation.baselines:SourceOnly",
-        "no adaptation: the labelled source only (target images kept out of BN statistics)")
-declare("target_oracle", "kerastl.adaptation.baselines:TargetOracle",
-        "trains on the target's own labels: the upper bound")
-declare("dann", "kerastl.adaptation.dann:DANN",
-        "a domain discriminator behind a gradient reversal layer (Ganin & Lempitsky 2015)", **_ADVERSARIAL)
-declare("cdan", "kerastl.adaptation.cdan:CDAN",
-        "the discriminator sees features x predictions (Long et al. 2018)", **_ADVERSARIAL,
-        entropy=Param(False, "weight examples by 1 + exp(-entropy) (the cdan+e variant)"))
-declare("cdan+e", "kerastl.adaptation.cdan:CDANE",
-        "CDAN with entropy conditioning", **_ADVERSARIAL,
-        entropy=Param(True, "weight examples by 1 + exp(-entropy)"))
-declare("mdd", "kerastl.adaptation.mdd:MDD",
-        "margin disparity discrepancy with an adversarial head (Zhang et al. 2019)", **_ADVERSARIAL,
-        margin=Param(4.0, "the margin factor gamma of the disparity", 1.0, 100.0))
-declare("mcd", "kerastl.adaptation.mcd:MCD",
-        "two heads disagree on the target, features make them agree (Saito et al. 2018)",
-        num_k=Param(4, "feature-extractor updates per step", 1, 100))
-declare("wdgrl", "kerastl.adaptation.wdgrl:WDGRL",
-        "a Wasserstein critic with gradient penalty (Shen et al. 2018)",
-        critic_steps=Param(5, "critic updates per step", 1, 100),
-        critic_lr=Param(1e-3, "the critic's learning rate", 1e-8, 10.0),
-        gp_weight=Param(10.0, "weight of the gradient penalty", 0.0, 1000.0),
-        hidden=Param(100, "units of the critic's hidden layer", 1, None))
-declare("deep_coral", "kerastl.adaptation.statistics:DeepCORAL",
-        "matches feature covariances (Sun & Saenko 2016)")
-declare("dan", "kerastl.adaptation.statistics:DAN",
-        "multi-kernel MMD on features and predictions (Long et al. 2015)",
-        kernel_mul=Param(2.0, "ratio between the bandwidths of neighbouring kernels", 1.0, 100.0),
-        num_kernels=Param(5, "number of Gaussian kernels", 1, 50),
-        on_probabilities=Param(True, "also match the class probabilities"))
+
+def declare(name: str, cls: str, summary: str, **params: Param) -> MethodSpec:
+    """Declares method `name`, implemented by class `cls` of the module this statement is in.
+
+    Written at the top level of a method module. The catalog reads these statements from
+    the module's source without importing it (see `_scan`); when the module itself is
+    imported, the statement just returns the declared spec.
+    """
+    return CATALOG.get(name)
+
+
+def _scan():
+    """Registers the `declare(...)` statements of every module in this package.
+
+    They are evaluated from the parsed source with only `Param` and `ADVERSARIAL` in
+    scope, so declaring a method never imports TensorFlow.
+    """
+    import ast
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if path.stem in ("__init__", "base", "catalog"):
+            continue
+        module = f"{__package__}.{path.stem}"
+
+        def register(name, cls, summary, _module=module, **params):
+            return CATALOG.register(name, MethodSpec(name, f"{_module}:{cls}", summary, params))
+
+        for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+            call = node.value if isinstance(node, ast.Expr) else None
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "declare":
+                try:
+                    eval(compile(ast.Expression(call), str(path), "eval"),  # noqa: S307 (our own source)
+                         {"__builtins__": {}, "declare": register, "Param": Param, "ADVERSARIAL": ADVERSARIAL})
+                except NameError as err:
+                    raise ImportError(f"{path}:{node.lineno}: a method declaration may use only literals, "
+                                      f"Param and ADVERSARIAL ({err})") from None
+
+
+_scan()

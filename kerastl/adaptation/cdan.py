@@ -5,7 +5,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 from kerastl.adaptation.base import global_sum, register
+from kerastl.adaptation.catalog import ADVERSARIAL, Param, declare
 from kerastl.adaptation.dann import DANN
+
+declare("cdan", "CDAN", "the discriminator sees features x predictions (Long et al. 2018)", **ADVERSARIAL,
+        entropy=Param(False, "weight examples by 1 + exp(-entropy) (the cdan+e variant)"))
+declare("cdan+e", "CDANE", "CDAN with entropy conditioning", **ADVERSARIAL,
+        entropy=Param(True, "weight examples by 1 + exp(-entropy)"))
 
 
 @register("cdan")

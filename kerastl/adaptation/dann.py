@@ -6,7 +6,11 @@ import keras
 import tensorflow as tf
 
 from kerastl.adaptation.base import AdaptationModel, register, weighted_mean
+from kerastl.adaptation.catalog import ADVERSARIAL, declare
 from kerastl.models.layers import GradientReversal
+
+declare("dann", "DANN", "a domain discriminator behind a gradient reversal layer (Ganin & Lempitsky 2015)",
+        **ADVERSARIAL)
 
 
 def grl_lambda(progress, gamma: float = 10.0, max_lambda: float = 1.0):
@@ -45,9 +49,8 @@ class DANN(AdaptationModel):
     A discriminator learns to tell source features from target features; the gradient
     reversal layer makes the feature extractor learn to fool it. Its coefficient follows
     lambda_p = 2 / (1 + exp(-gamma p)) - 1, scaled to `max_lambda`, where p is the
-    training progress set by `ProgressCallback`.
+    training progress (`AdaptationModel.progress`).
     """
-
 
     def build_extra(self):
         self.grl = GradientReversal(0.0, name="grl")
@@ -69,12 +72,12 @@ class DANN(AdaptationModel):
     def sample_weights(self, p, n_source):
         return None
 
-    def adaptation_loss(self, fs, ft, ps, pt, training=True):
+    def adaptation_loss(self, batch):
         lam = self.current_lambda()
         self.grl.coefficient.assign(lam)
-        f = tf.concat([fs, ft], axis=0)
-        p = tf.concat([ps, pt], axis=0)
-        d = self.discriminator(self.grl(self.discriminator_input(f, p)), training=training)
-        n_source = tf.shape(fs)[0]
+        f = tf.concat([batch.fs, batch.ft], axis=0)
+        p = tf.concat([batch.ps, batch.pt], axis=0)
+        d = self.discriminator(self.grl(self.discriminator_input(f, p)), training=True)
+        n_source = tf.shape(batch.fs)[0]
         loss, acc = domain_loss(d, n_source, self.sample_weights(p, n_source))
         return loss, {"domain_accuracy": acc, "lambda": lam}

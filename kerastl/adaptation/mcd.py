@@ -5,7 +5,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.base import AdaptationModel, Batch, register
+from kerastl.adaptation.catalog import Param, declare
+
+declare("mcd", "MCD", "two heads disagree on the target, features make them agree (Saito et al. 2018)",
+        num_k=Param(4, "feature-extractor updates per step", 1, 100))
 
 
 def discrepancy(p1, p2):
@@ -29,8 +33,7 @@ class MCD(AdaptationModel):
     def extra_variables(self):
         return self.head2.trainable_variables
 
-    def train_step(self, data):
-        (xs, ys), (xt, yt) = data
+    def update(self, xs, ys, xt, yt):
         g_vars = self.features.trainable_variables
         f_vars = self.head.trainable_variables + self.head2.trainable_variables
 
@@ -58,4 +61,5 @@ class MCD(AdaptationModel):
 
         ps = self.head(self.features(xs, training=False), training=False)
         pt = self.head(self.features(xt, training=False), training=False)
-        return self.update_metrics(loss_a, loss_a / 2, disc_c, ys, ps, yt, pt, {"discrepancy": disc_b})
+        return self.record(Batch(xs, ys, xt, yt, None, None, ps, pt), loss=loss_a, cls_loss=loss_a / 2,
+                           adapt_loss=disc_c, logs={"discrepancy": disc_b})

@@ -6,8 +6,12 @@ import keras
 import tensorflow as tf
 
 from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.catalog import ADVERSARIAL, Param, declare
 from kerastl.adaptation.dann import grl_lambda
 from kerastl.models.layers import GradientReversal
+
+declare("mdd", "MDD", "margin disparity discrepancy with an adversarial head (Zhang et al. 2019)",
+        **ADVERSARIAL, margin=Param(4.0, "the margin factor gamma of the disparity", 1.0, 100.0))
 
 
 @register("mdd")
@@ -31,14 +35,14 @@ class MDD(AdaptationModel):
     def extra_variables(self):
         return self.adversary.trainable_variables
 
-    def adaptation_loss(self, fs, ft, ps, pt, training=True):
+    def adaptation_loss(self, batch):
         lam = grl_lambda(self.progress, self.hp["gamma"], self.hp["max_lambda"])
         self.grl.coefficient.assign(lam)
-        logits = self.adversary(self.grl(tf.concat([fs, ft], axis=0)), training=training)
-        n = tf.shape(fs)[0]
+        logits = self.adversary(self.grl(tf.concat([batch.fs, batch.ft], axis=0)), training=True)
+        n = tf.shape(batch.fs)[0]
         adv_s, adv_t = logits[:n], logits[n:]
-        pred_s = tf.one_hot(tf.argmax(tf.stop_gradient(ps), axis=1), self.num_classes)
-        pred_t = tf.one_hot(tf.argmax(tf.stop_gradient(pt), axis=1), self.num_classes)
+        pred_s = tf.one_hot(tf.argmax(tf.stop_gradient(batch.ps), axis=1), self.num_classes)
+        pred_t = tf.one_hot(tf.argmax(tf.stop_gradient(batch.pt), axis=1), self.num_classes)
         source = keras.losses.categorical_crossentropy(pred_s, adv_s, from_logits=True)
         p_adv_t = tf.reduce_sum(tf.nn.softmax(adv_t) * pred_t, axis=1)
         target = -tf.math.log(tf.clip_by_value(1.0 - p_adv_t, 1e-6, 1.0))

@@ -5,6 +5,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.catalog import Param, declare
+
+declare("deep_coral", "DeepCORAL", "matches feature covariances (Sun & Saenko 2016)")
+declare("dan", "DAN", "multi-kernel MMD on features and predictions (Long et al. 2015)",
+        kernel_mul=Param(2.0, "ratio between the bandwidths of neighbouring kernels", 1.0, 100.0),
+        num_kernels=Param(5, "number of Gaussian kernels", 1, 50),
+        on_probabilities=Param(True, "also match the class probabilities"))
 
 
 def global_batch(x):
@@ -55,9 +62,9 @@ class DeepCORAL(AdaptationModel):
     """Deep CORAL (Sun & Saenko, ECCV 2016 workshops): match feature covariances."""
 
 
-    def adaptation_loss(self, fs, ft, ps, pt, training=True):
+    def adaptation_loss(self, batch):
         # Every replica computes the loss of the global batch.
-        return coral(global_batch(fs), global_batch(ft)), {}
+        return coral(global_batch(batch.fs), global_batch(batch.ft)), {}
 
 
 @register("dan")
@@ -66,9 +73,9 @@ class DAN(AdaptationModel):
     and on the class probabilities."""
 
 
-    def adaptation_loss(self, fs, ft, ps, pt, training=True):
+    def adaptation_loss(self, batch):
         mul, k = float(self.hp["kernel_mul"]), int(self.hp["num_kernels"])
-        loss = mk_mmd(global_batch(fs), global_batch(ft), mul, k)
+        loss = mk_mmd(global_batch(batch.fs), global_batch(batch.ft), mul, k)
         if self.hp["on_probabilities"]:
-            loss += mk_mmd(global_batch(ps), global_batch(pt), mul, k)
+            loss += mk_mmd(global_batch(batch.ps), global_batch(batch.pt), mul, k)
         return loss, {}

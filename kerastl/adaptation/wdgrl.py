@@ -6,9 +6,16 @@ import keras
 import tensorflow as tf
 
 from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.catalog import Param, declare
 from kerastl.adaptation.statistics import global_batch
 from kerastl.training.distribute import loss_scaled
 from kerastl.training.recipe import make_optimizer
+
+declare("wdgrl", "WDGRL", "a Wasserstein critic with gradient penalty (Shen et al. 2018)",
+        critic_steps=Param(5, "critic updates per step", 1, 100),
+        critic_lr=Param(1e-3, "the critic's learning rate", 1e-8, 10.0),
+        gp_weight=Param(10.0, "weight of the gradient penalty", 0.0, 1000.0),
+        hidden=Param(100, "units of the critic's hidden layer", 1, None))
 
 
 @register("wdgrl")
@@ -54,9 +61,9 @@ class WDGRL(AdaptationModel):
 
             self.minimize(critic_loss, self.critic.trainable_variables, self.critic_optimizer)
 
-    def adaptation_loss(self, fs, ft, ps, pt, training=True):
+    def adaptation_loss(self, batch):
         # The critic and the distance see the global batch (see statistics.global_batch).
-        fs, ft = global_batch(fs), global_batch(ft)
+        fs, ft = global_batch(batch.fs), global_batch(batch.ft)
         self.train_critic(fs, ft)
         w = self.wasserstein(fs, ft)
         return w, {"wasserstein": w}

@@ -1,0 +1,82 @@
+"""What every domain adaptation method must do, checked the same way for each.
+
+`check_method_contract(method, tmp_path)` trains a method a few steps on a tiny classifier
+and checks the contract of `AdaptationModel`:
+
+- the logs hold finite loss, cls_loss, adapt_loss, source/target accuracy and progress;
+- `steps_done` counts training steps (not optimizer updates) and drives `progress`;
+- the classifier learns (its weights move);
+- a checkpoint of the method (its variables, every optimizer's state, random states)
+  restored into a freshly built copy continues exactly as the original does;
+- the trained classifier saves and reloads in safe mode with the same predictions.
+
+That N replicas take the step one device takes is checked for every method in
+test_distribute.py (it needs a process with two logical CPUs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import keras
+import tensorflow as tf
+
+from conftest import tiny_classifier
+
+LOGS = {"loss", "cls_loss", "adapt_loss", "source_accuracy", "target_accuracy", "progress"}
+
+
+def paired_batches(n=8, classes=3, seed=0, batch=4):
+    """((xs, ys), (xt, yt)) batches, repeated: what the adapt stage feeds a method."""
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32")
+    xt = rng.uniform(0, 128, (n, 32, 32, 3)).astype("float32")
+    ys = keras.utils.to_categorical(rng.integers(0, classes, n), classes)
+    yt = keras.utils.to_categorical(rng.integers(0, classes, n), classes)
+    return tf.data.Dataset.from_tensor_slices(((xs, ys), (xt, yt))).batch(batch).repeat()
+
+
+def build(method, seed=0, total_steps=6, **hparams):
+    from kerastl.adaptation import build_method
+    from kerastl.models.factory import set_trainable
+
+    keras.utils.set_random_seed(seed)
+    classifier = tiny_classifier(3)
+    set_trainable(classifier.backbone, "all", "train")
+    model = build_method(method, classifier, keras.optimizers.SGD(1e-2, momentum=0.9),
+                         total_steps=total_steps, **hparams)
+    return model, classifier
+
+
+def check_method_contract(method, tmp_path, steps=3):
+    from kerastl.training.checkpoint import Checkpoint, training_variables
+
+    model, classifier = build(method)
+    before = [np.array(v) for v in classifier.model.trainable_variables]
+    history = model.fit(paired_batches(), epochs=1, steps_per_epoch=steps, verbose=0).history
+    assert LOGS <= set(history), (method, sorted(history))
+    for key, values in history.items():
+        assert np.all(np.isfinite(values)), (method, key, values)
+    assert int(model.steps_done) == steps
+    # The logs report the progress the last step ran at: (steps - 1) / total_steps.
+    assert history["progress"][-1] == np.float32((steps - 1) / model.total_steps)
+    assert any(not np.array_equal(b, np.array(v)) for b, v in zip(before, classifier.model.trainable_variables))
+
+    checkpoint = Checkpoint(tmp_path / method)
+    checkpoint.commit(model, classifier.model, {"phase": "adapt", "epoch": 0})
+    fresh, fresh_classifier = build(method, seed=1)  # other initial weights
+    state = checkpoint.load_state()
+    checkpoint.restore_classifier(fresh_classifier.model, state)
+    checkpoint.restore_training(fresh, state)
+    assert int(fresh.steps_done) == steps
+    more = paired_batches(seed=2)
+    model.fit(more, epochs=1, steps_per_epoch=1, verbose=0)
+    fresh.fit(more, epochs=1, steps_per_epoch=1, verbose=0)
+    for a, b in zip(training_variables(model), training_variables(fresh)):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6, err_msg=f"{method}: {a.path}")
+
+    path = tmp_path / f"{method}.keras"
+    classifier.model.save(path)
+    again = keras.saving.load_model(path, safe_mode=True, compile=False)
+    x = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(classifier.model(x)), atol=1e-6)
