@@ -34,7 +34,7 @@ def main():
     run = args.run
     if run is None:
         from kerastl.config import load_config
-        from kerastl.training.trainer import train
+        from kerastl.training.job import train
 
         run = str(train(load_config(None), out=None, quiet=True, echo=print).run_dir)
     rows = []

@@ -74,7 +74,7 @@ def train(config, overrides, out, resume, quiet, workers):
     """
     from kerastl import runs
     from kerastl.config import load_config
-    from kerastl.training.trainer import train as run_train
+    from kerastl.training.job import train as run_train
 
     if resume and (config or overrides or out):
         raise KerastlError("--resume continues a run with its own config.yaml; drop CONFIG, --set and --out")
@@ -84,7 +84,7 @@ def train(config, overrides, out, resume, quiet, workers):
         args = ["--quiet"] if quiet else []
         if resume:
             run_dir = runs.require_run(resume, need=(runs.CONFIG,))
-            strategy = load_config(run_dir / runs.CONFIG).distribute.strategy
+            strategy = runs.read_config(run_dir).distribute.strategy
             if strategy != "multi_worker":
                 raise KerastlError(
                     f"--workers {workers} --resume {resume}: that run was started with distribute.strategy "

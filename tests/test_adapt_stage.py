@@ -6,7 +6,7 @@ import pytest
 import keras
 
 from kerastl.config import config_from_dict
-from kerastl.training.trainer import train
+from kerastl.training.job import train
 
 from conftest import tiny_config
 
@@ -138,12 +138,12 @@ def test_a_nan_loss_stops_the_run_with_a_clear_message(tmp_path):
 
 
 def test_collapse_warning_names_the_share_and_the_discriminator(caplog):
-    from kerastl.training.adapt import _warn_on_collapse
+    from kerastl.training.adapt import warn_on_collapse
 
     with caplog.at_level("WARNING", logger="kerastl"):
-        _warn_on_collapse({"source_accuracy": 0.9, "target_top_class_share": 0.2}, 10, 0)
+        warn_on_collapse({"source_accuracy": 0.9, "target_top_class_share": 0.2}, 10, 0)
         assert not caplog.records  # predictions spread over classes: no warning
-        _warn_on_collapse({"source_accuracy": 0.9, "target_top_class_share": 0.85,
+        warn_on_collapse({"source_accuracy": 0.9, "target_top_class_share": 0.85,
                            "domain_accuracy": 0.5}, 10, 4)
     assert "epoch 5: 85% of target predictions fall in one class" in caplog.text
     assert "discriminator at 0.50" in caplog.text

@@ -207,7 +207,7 @@ def _finetune(trained_run, out, extra):
     from conftest import tiny_config
 
     from kerastl.config import config_from_dict
-    from kerastl.training.trainer import train
+    from kerastl.training.job import train
 
     data = tiny_config(source=None, model={"weights": str(trained_run.run_dir)},
                        train={"finetune": {"head_epochs": 0, "epochs": 3, "lr": 0.002}, **extra})
@@ -239,9 +239,9 @@ def test_mixed_precision_and_xla_train_like_float32(trained_run, float32_run, tm
     # The option was in force, not only recorded: the layers computed in the policy's dtype
     # (the output layer stays float32), and the trained weights are not float32's bit for bit
     # (one device is deterministic, so an ignored option would give float32's digest).
-    from kerastl.models.factory import get_backbone
+    from kerastl.models.factory import nested_backbone
 
-    policies = {layer.dtype_policy.name for layer in get_backbone(model).layers if layer.weights}
+    policies = {layer.dtype_policy.name for layer in nested_backbone(model).layers if layer.weights}
     assert policies == {overrides.get("mixed_precision", "float32")}
     assert model.get_layer("predictions").dtype_policy.name == "float32"
     assert other.metrics["distribute"]["weights_sha256"] != float32_run.metrics["distribute"]["weights_sha256"]

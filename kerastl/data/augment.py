@@ -97,7 +97,7 @@ def build_augmenter(spec: dict, origin: str) -> Augmenter | None:
     """The `Augmenter` of a data section's `augment` mapping, or None when it is empty.
 
     Raises ConfigError naming `<origin>.augment.<name>` for an unknown augmentation or a
-    value its Keras layer does not accept; the trainer builds every augmenter before any
+    value its Keras layer does not accept; the training job builds every augmenter before any
     training, so such a mistake stops a run before it starts.
     """
     if not spec:

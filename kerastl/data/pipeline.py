@@ -154,3 +154,22 @@ def build_dataset(
 def steps_per_epoch(split: Split, batch_size: int) -> int:
     n = len(split)
     return n // batch_size if n >= batch_size else 1
+
+
+def paired_dataset(source_split: Split, target_split: Split, size: int, batch: int, num_classes: int, seed: int,
+                   steps: int, epochs: int, initial_epoch: int, augmenters, caches=(True, True)):
+    """((xs, ys), (xt, yt)) batches of batch/2 + batch/2 for domain adaptation, `epochs *
+    steps` of them from `initial_epoch` on; the shorter domain is repeated."""
+    import math
+
+    import tensorflow as tf
+
+    half = max(batch // 2, 1)
+    total = steps * epochs
+    parts = []
+    for i, (split, augmenter, cache) in enumerate(zip((source_split, target_split), augmenters, caches)):
+        needed = math.ceil(total / steps_per_epoch(split, half))
+        parts.append(build_dataset(split, size, half, num_classes, training=True, cache=cache,
+                                   seed=seed * 7 + i, augmenter=augmenter, epochs=needed))
+    ds = tf.data.Dataset.zip(tuple(parts)).take(total)
+    return ds.skip(initial_epoch * steps).prefetch(tf.data.AUTOTUNE)

@@ -1,6 +1,6 @@
 """Where training runs: the one place that creates a tf.distribute strategy.
 
-`make_strategy(cfg.distribute)` returns the strategy; the trainer opens its `scope()` and
+`make_strategy(cfg.distribute)` returns the strategy; the training job opens its `scope()` and
 builds models, optimizers and metrics inside it, and Keras' `fit` distributes the
 datasets. The batch size in the config is the global batch, split across replicas; losses
 are scaled per replica (Keras' compiled losses by Keras, kerastl's own by `replicas()`),

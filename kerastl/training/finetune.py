@@ -1,0 +1,110 @@
+"""The `finetune` stage: supervised transfer, optionally after pretraining on a source.
+
+A list of phases, each one `model.fit` call:
+
+    pretrain/head, pretrain/full   (only when `source` is given)
+    finetune/head, finetune/full
+
+`head` trains the new head with the backbone frozen; `full` unfreezes the backbone as
+`model.unfreeze` says, with the backbone's learning rate scaled by `backbone_lr_mult`.
+Each phase has fresh optimizers and its own warmup + cosine schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kerastl.training.stage import StageContext, StageResult, require_finite
+
+
+@dataclass
+class Phase:
+    stage: str  # pretrain | finetune
+    name: str  # head | full
+    epochs: int
+    policy: object  # "frozen" or model.unfreeze
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}/{self.name}"
+
+
+def plan_phases(cfg) -> list[Phase]:
+    """The phases of a run without an `adapt` section, in order (empty ones left out)."""
+    phases = []
+    stages = ([("pretrain", cfg.train.pretrain)] if cfg.source is not None else []) + [
+        ("finetune", cfg.train.finetune)
+    ]
+    for stage, st in stages:
+        if st.head_epochs:
+            phases.append(Phase(stage, "head", st.head_epochs, "frozen"))
+        if st.epochs:
+            phases.append(Phase(stage, "full", st.epochs, cfg.model.unfreeze))
+    return phases
+
+
+def run(ctx: StageContext) -> StageResult:
+    for index, phase in enumerate(plan_phases(ctx.cfg)):
+        if phase.key not in ctx.done:
+            _run_phase(ctx, index, phase)
+    source, target = ctx.source, ctx.target
+    return StageResult(
+        trained=(f"pretrain on {source.name} ({len(source.splits['train'])} images), " if source else "")
+        + f"finetune on {target.name} ({len(target.splits['train'])} images)")
+
+
+def _run_phase(ctx: StageContext, index: int, phase: Phase):
+    import keras
+
+    from kerastl.data.pipeline import build_dataset, cache_path, class_weights, steps_per_epoch
+    from kerastl.models.factory import set_trainable
+    from kerastl.training.recipe import make_optimizer, make_schedule, resolve_bn
+    from kerastl.training.transfer_model import TransferModel
+
+    cfg, classifier = ctx.cfg, ctx.classifier
+    on_source = phase.stage == "pretrain"
+    domain = ctx.source if on_source else ctx.target
+    data_cfg = cfg.source if on_source else cfg.target
+    st = getattr(cfg.train, phase.stage)
+    batch, size = cfg.train.batch_size, classifier.input_size
+    train_split, val_split = domain.splits["train"], domain.splits.get("val")
+    steps = steps_per_epoch(train_split, batch)
+    set_trainable(classifier.backbone, phase.policy, resolve_bn(cfg, phase.stage))
+
+    initial_epoch = ctx.initial_epoch(phase.key)
+    train_ds = build_dataset(
+        train_split, size, batch, domain.num_classes, training=True, seed=cfg.seed * 31 + index,
+        augmenter=ctx.augmenters["source" if on_source else "target"],
+        cache=cache_path(data_cfg.cache, phase.stage, "train", size), epochs=phase.epochs,
+        initial_epoch=initial_epoch,
+        weights=class_weights(train_split.labels, domain.num_classes) if st.class_weights else None,
+    )
+    val_ds = (build_dataset(val_split, size, batch, domain.num_classes,
+                            cache=cache_path(data_cfg.cache, phase.stage, "val", size))
+              if val_split is not None and len(val_split) else None)
+
+    total = steps * phase.epochs
+    warmup = int(round(st.warmup_epochs * steps))
+    model = TransferModel(classifier)
+    head_opt = make_optimizer(st.optimizer, make_schedule(st.lr, total, warmup), st.weight_decay)
+    bb_opt = None
+    if phase.name == "full" and st.backbone_lr_mult != 1.0:
+        bb_opt = make_optimizer(st.optimizer, make_schedule(st.lr * st.backbone_lr_mult, total, warmup),
+                                st.weight_decay)
+    model.compile(
+        optimizer=head_opt,
+        backbone_optimizer=bb_opt,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=st.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=cfg.train.jit_compile,
+    )
+    if initial_epoch < phase.epochs:
+        trainable = sum(int(np.prod(v.shape)) for v in classifier.model.trainable_variables)
+        ctx.announce(f"== {phase.key}: {phase.epochs} epoch(s) on {domain.name} ({len(train_split)} images), "
+                     f"{trainable:,} trainable parameters"
+                     + (f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""))
+    ctx.fit(model, train_ds, val_ds, phase=phase.key, label=(phase.stage, phase.name), epochs=phase.epochs,
+            steps=steps)
+    require_finite(ctx, f"lower train.{phase.stage}.lr (now {st.lr})")

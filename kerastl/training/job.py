@@ -1,0 +1,233 @@
+"""The `kerastl train` job, top to bottom:
+
+    strategy and precision -> load domains -> write run inputs -> build classifier
+    -> checkpoint -> stage (finetune or adapt) -> evaluate -> save run
+
+Fine-tuning (`training/finetune.py`) and adaptation (`training/adapt.py`) are sibling
+stages with one interface: `run(StageContext) -> StageResult`. After every epoch the
+checkpoint is replaced atomically, so `--resume` continues from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kerastl import runs
+from kerastl.config import Config, dump_config
+from kerastl.errors import DataError, KerastlError
+
+log = logging.getLogger("kerastl")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    history: list = field(default_factory=list)
+    # Epochs trained by this call (fewer than the history's rows when it resumed a run).
+    epochs_run: int = 0
+
+
+def train(cfg: Config | None = None, *, out: str | None = None, resume: str | None = None,
+          quiet: bool = False, echo=print) -> RunResult:
+    """Runs a whole training job and returns its run directory and metrics.
+
+    Args:
+        cfg: validated config; ignored with `resume`, which reads the run's own config.
+        out: run directory to create (default saved_models/<name>-<timestamp>).
+        resume: an interrupted run directory to continue from its last finished epoch.
+        quiet: no progress bars.
+        echo: where the one-screen summary goes.
+    """
+    from kerastl.training.distribute import is_chief
+
+    if not is_chief():
+        return _train_non_chief(cfg, out=out, resume=resume, quiet=quiet, echo=echo)
+    if resume:
+        run_dir = runs.require_run(resume, need=(runs.CONFIG,))
+        return run_job(runs.read_config(run_dir), run_dir, resume=True, quiet=quiet, echo=echo)
+    assert cfg is not None
+    run_dir = runs.new_run_dir(cfg.name, out)
+    runs.atomic_write(run_dir / runs.CONFIG, dump_config(cfg))
+    try:
+        return run_job(cfg, run_dir, resume=False, quiet=quiet, echo=echo)
+    except KerastlError:
+        # A mistake found before the first epoch leaves no half-made run behind.
+        if not (run_dir / runs.CHECKPOINT).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_non_chief(cfg, *, out, resume, quiet, echo) -> RunResult:
+    """A worker other than the chief: same computation, files in a scratch folder.
+
+    Only the chief writes the run directory. With --resume, this worker starts from the
+    chief's checkpoint, so the run directory must be on storage every worker can read.
+    """
+    import tempfile
+
+    from kerastl.training.distribute import task_name
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"kerastl-{task_name()}-"))
+    try:
+        if resume:
+            run = runs.require_run(resume, need=(runs.CONFIG,))
+            cfg = runs.read_config(run)
+            if (run / runs.CHECKPOINT).exists():
+                shutil.copytree(run / runs.CHECKPOINT, scratch / runs.CHECKPOINT)
+        runs.atomic_write(scratch / runs.CONFIG, dump_config(cfg))
+        return run_job(cfg, scratch, resume=bool(resume), quiet=quiet, echo=echo)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> RunResult:
+    import keras
+
+    from kerastl.data.augment import build_augmenter
+    from kerastl.data.domain import load_domain
+    from kerastl.models.factory import build_classifier, validate_unfreeze
+    from kerastl.training import adapt, finetune
+    from kerastl.training.checkpoint import Checkpoint
+    from kerastl.training.distribute import describe, make_strategy, precision, sync_batchnorm
+    from kerastl.training.stage import StageContext
+
+    # === Strategy and precision ===
+    # The strategy first: MultiWorkerMirroredStrategy must exist before other TF work.
+    strategy = make_strategy(cfg.distribute)
+    with precision(cfg.train.mixed_precision), strategy.scope():  # models, optimizers, metrics made inside
+        checkpoint = Checkpoint(run_dir)
+        state = checkpoint.load_state() if resume else None
+        if resume and state is None:
+            log.info("no checkpoint in %s: starting it from the beginning", run_dir)
+        keras.utils.set_random_seed(cfg.seed)
+        started = time.time()
+
+        # === Domains ===
+        # Augmenters first: a bad `augment` value fails here, not after a stage trained.
+        augmenters = {"source": build_augmenter(cfg.source.augment, "source") if cfg.source else None,
+                      "target": build_augmenter(cfg.target.augment, "target")}
+        target = load_domain(cfg.target, cfg.seed, "target")
+        source = load_domain(cfg.source, cfg.seed, "source") if cfg.source is not None else None
+        if source is not None:
+            _check_classes(source, target)
+
+        # === Run inputs ===
+        skipped = (source.skipped if source else []) + target.skipped
+        runs.atomic_write(run_dir / runs.SKIPPED, "".join(f"{p}\t{r}\n" for p, r in skipped))
+        if skipped:
+            log.warning("%d image file(s) could not be decoded and were left out; see %s",
+                        len(skipped), run_dir / runs.SKIPPED)
+        runs.atomic_write(run_dir / runs.LABELS, "\n".join(target.class_names) + "\n")
+
+        # === Classifier ===
+        classifier = build_classifier(cfg.model, target.num_classes)
+        validate_unfreeze(classifier.backbone, cfg.model.unfreeze)
+        replicas = int(strategy.num_replicas_in_sync)
+        if replicas > 1:
+            if cfg.train.batch_size % replicas:
+                raise KerastlError(
+                    f"train.batch_size: {cfg.train.batch_size} is the global batch and must split evenly "
+                    f"over the {replicas} replicas")
+            sync_batchnorm(classifier.model, cfg.distribute.sync_batchnorm)
+
+        # === Checkpoint ===
+        if state:
+            checkpoint.restore_classifier(classifier.model, state)
+        history = list(state["history"]) if state else []
+        resumed_rows = len(history)
+
+        # === Stage ===
+        stage = adapt if cfg.adapt is not None else finetune
+        ctx = StageContext(cfg=cfg, run_dir=run_dir, classifier=classifier, source=source, target=target,
+                           augmenters=augmenters, checkpoint=checkpoint, state=state, history=history,
+                           quiet=quiet, echo=echo)
+        result = stage.run(ctx)
+
+        # === Evaluate ===
+        eval_domains = {"target_val": (target, "val"), "target_test": (target, "test")}
+        if source is not None:
+            eval_domains = {"source_val": (source, "val"), **eval_domains}
+        metrics = evaluate_splits(classifier.model, eval_domains, classifier.input_size, cfg.train.batch_size,
+                                  cfg.train.top_k)
+        if result.report is not None:
+            metrics["adaptation"] = result.report
+        digest = weights_digest(classifier.model)
+        metrics["distribute"] = dict(describe(strategy), mixed_precision=cfg.train.mixed_precision,
+                                     jit_compile=cfg.train.jit_compile, weights_sha256=digest)
+
+        # === Save run ===
+        sync_batchnorm(classifier.model, False)  # the saved model runs anywhere, one device
+        runs.atomic_save(run_dir / runs.MODEL, classifier.model.save)
+        runs.write_json(run_dir / runs.METRICS, metrics)
+
+    epochs_run = len(history) - resumed_rows
+    lines = [
+        "",
+        f"kerastl run {run_dir}",
+        f"  model    {classifier.spec.name} at {classifier.input_size}x{classifier.input_size}, "
+        f"weights={cfg.model.weights}, {target.num_classes} classes",
+        f"  trained  {result.trained}",
+        f"  time     {time.time() - started:.0f} s",
+    ]
+    if resumed_rows:
+        lines.append(f"  resumed  after {resumed_rows} finished epoch(s); {epochs_run} epoch(s) trained now")
+    lines += result.lines
+    for split, m in metrics.items():
+        if split in ("adaptation", "distribute"):
+            continue
+        lines.append(f"  {split:<12} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  (n={m['num_examples']})")
+    if skipped:
+        lines.append(f"  skipped  {len(skipped)} undecodable file(s): {run_dir / runs.SKIPPED}")
+    dist = metrics["distribute"]
+    if dist["replicas"] > 1 or dist["workers"] > 1:
+        lines.append(f"  devices  {dist['strategy']}: {dist['replicas']} replica(s) on {dist['workers']} worker(s); "
+                     f"weights sha256 {digest[:16]}")
+    lines.append(f"  saved    {run_dir / runs.MODEL}, {runs.METRICS}, {runs.HISTORY}, logs/")
+    # The summary shows even with --quiet, which only silences progress bars.
+    echo("\n".join(lines))
+    return RunResult(run_dir=run_dir, metrics=metrics, history=history, epochs_run=epochs_run)
+
+
+def _check_classes(source, target):
+    if source.class_names != target.class_names:
+        s, t = source.class_names, target.class_names
+        raise DataError(
+            f"source and target classes differ: source.dataset {source.name!r} has "
+            f"{s[:12]}{'...' if len(s) > 12 else ''}, target.dataset {target.name!r} has "
+            f"{t[:12]}{'...' if len(t) > 12 else ''}; transfer needs the same class names "
+            f"(only in source: {sorted(set(s) - set(t))[:10]}, only in target: "
+            f"{sorted(set(t) - set(s))[:10]})"
+        )
+
+
+def evaluate_splits(model, domains: dict, size: int, batch_size: int, top_k: int) -> dict:
+    """metrics.json content: {source_val, target_val, target_test} -> summary metrics."""
+    from kerastl.data.pipeline import build_dataset
+    from kerastl.evaluation.metrics import predict_split, summary_metrics
+
+    out = {}
+    for name, (domain, split_name) in domains.items():
+        split = domain.splits.get(split_name)
+        if split is None or len(split) == 0:
+            continue
+        ds = build_dataset(split, size, batch_size, domain.num_classes, cache=False)
+        probs, labels = predict_split(model, ds)
+        out[name] = summary_metrics(probs, labels, top_k)
+    return out
+
+
+def weights_digest(model) -> str:
+    """sha256 of all weights: equal on every worker of a synchronous run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()

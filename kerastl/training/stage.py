@@ -1,0 +1,128 @@
+"""What a training stage is given, and what it gives back.
+
+A stage (`finetune`, `adapt`) is a function `run(ctx: StageContext) -> StageResult`. The
+job (`training/job.py`) builds the context once: the config, the loaded domains, the
+classifier handle, the augmenters, the checkpoint and, when resuming, its state. Stages
+import this module, never each other or the job.
+
+The context also owns what every stage's `fit` shares: the history rows, the checkpoint
+commit after each epoch, TensorBoard logs, stopping on NaN, and the resume point.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from kerastl import runs
+from kerastl.errors import KerastlError
+
+
+@dataclass
+class StageResult:
+    """What the run summary and metrics.json report of a stage."""
+
+    trained: str  # one line: what was trained on what
+    report: Optional[dict] = None  # metrics.json entry (the `adaptation` section), if any
+    lines: list = field(default_factory=list)  # extra summary lines
+
+
+@dataclass
+class StageContext:
+    cfg: Any  # kerastl.config.Config
+    run_dir: Path
+    classifier: Any  # kerastl.models.factory.Classifier
+    source: Any  # DomainData or None
+    target: Any  # DomainData
+    augmenters: dict  # "source" / "target" -> Augmenter or None
+    checkpoint: Any  # kerastl.training.checkpoint.Checkpoint
+    state: Optional[dict]  # the checkpoint's state when resuming, else None
+    history: list  # one row per finished epoch, of every phase
+    quiet: bool = False
+    echo: Callable[[str], None] = print
+    done: set = field(default_factory=set)  # phases finished (a resumed run skips them)
+
+    def __post_init__(self):
+        if self.state:
+            self.done = set(self.state.get("done", []))
+
+    @property
+    def verbosity(self) -> int:
+        if self.quiet:
+            return 0
+        return 1 if sys.stdout.isatty() else 2
+
+    def announce(self, text: str):
+        if not self.quiet:
+            self.echo(text)
+
+    def initial_epoch(self, phase: str) -> int:
+        """0, or the epoch after the checkpoint's when the checkpoint is inside `phase`."""
+        if self.state is not None and self.state.get("phase") == phase:
+            return self.state["epoch"] + 1
+        return 0
+
+    def saved(self, phase: str, key: str, default=None):
+        """A stage's own entry of the checkpoint state (e.g. the best epoch so far)."""
+        if self.state is not None and self.state.get("phase") == phase:
+            return self.state.get(key, default)
+        return default
+
+    def callbacks(self, phase: str, label: tuple, epochs: int, extra_state: Callable[[], dict] = dict) -> list:
+        """The callbacks every `fit` of a stage runs, after the stage's own: the history row
+        (its `stage` and `phase` columns from `label`), the checkpoint commit (with
+        `extra_state()` merged into the state), TensorBoard, and stopping on NaN."""
+        import keras
+
+        from kerastl.training.checkpoint import checkpoint_callback
+
+        def record(epoch, logs):
+            self.history.append({"stage": label[0], "phase": label[1], "epoch": epoch + 1,
+                                 **{k: float(v) for k, v in logs.items()}})
+            runs.write_history(self.run_dir, self.history)
+
+        def state_of(epoch):
+            finished = {phase} if epoch + 1 == epochs else set()
+            return {"phase": phase, "epoch": epoch, "done": sorted(self.done | finished),
+                    "history": self.history, **extra_state()}
+
+        return [
+            keras.callbacks.LambdaCallback(on_epoch_end=record),
+            checkpoint_callback(self.checkpoint, self.classifier.model, phase, state_of),
+            keras.callbacks.TensorBoard(str(self.run_dir / "logs" / phase.replace("/", "_"))),
+            keras.callbacks.TerminateOnNaN(),
+        ]
+
+    def fit(self, model, train_ds, val_ds, *, phase: str, label: tuple, epochs: int, steps: int, callbacks=(),
+            extra_state: Callable[[], dict] = dict):
+        """`model.fit` from the resume point of `phase` (the checkpoint's name for it) to
+        `epochs`, with the stage's `callbacks` first; the phase is then done."""
+        from kerastl.training.distribute import shard_by_data
+
+        initial_epoch = self.initial_epoch(phase)
+        if initial_epoch < epochs:
+            model.fit(
+                shard_by_data(train_ds), epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                validation_data=shard_by_data(val_ds), verbose=self.verbosity,
+                shuffle=False,  # the datasets shuffle per epoch themselves (see build_dataset)
+                callbacks=[*callbacks, *self.callbacks(phase, label, epochs, extra_state)],
+            )
+        self.done.add(phase)
+        self.state = None  # later phases start from their beginning
+
+    def diverged(self) -> Optional[dict]:
+        """The last history row when it holds a NaN or infinite value (the run stopped)."""
+        last = self.history[-1] if self.history else {}
+        return last if any(isinstance(v, float) and not np.isfinite(v) for v in last.values()) else None
+
+
+def require_finite(ctx: StageContext, advice: str):
+    """Raises a KerastlError with `advice` when the last epoch diverged."""
+    last = ctx.diverged()
+    if last is not None:
+        raise KerastlError(f"training diverged in {last['stage']}/{last['phase']} at epoch {last['epoch']} "
+                           f"(a loss became NaN or infinite); {advice}")
