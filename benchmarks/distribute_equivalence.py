@@ -121,13 +121,13 @@ def child(work: Path, epochs: int, lr: float) -> dict:
     import keras
 
     from kerastl.config import load_config
-    from kerastl.training import trainer
+    from kerastl.training import job
     from kerastl.training.transfer_model import TransferModel
 
     source = work / "source"
     if not (source / "model.keras").exists():
         (work / "source.yaml").write_text(SOURCE_YAML)
-        trainer.train(load_config(str(work / "source.yaml")), out=str(source), quiet=True, echo=print)
+        job.train(load_config(str(work / "source.yaml")), out=str(source), quiet=True, echo=print)
     (work / "finetune.yaml").write_text(FINETUNE_YAML.format(weights=source, epochs=epochs, lr=lr))
 
     steps = {"default": TransferModel.train_step, "mirrored": TransferModel.train_step,
@@ -145,7 +145,7 @@ def child(work: Path, epochs: int, lr: float) -> dict:
         TransferModel.train_step = steps[current]
         out = work / current
         cfg = load_config(str(work / "finetune.yaml"), [f"distribute.strategy={strategy}"])
-        result = trainer.train(cfg, out=str(out), quiet=True, echo=lambda s: None)
+        result = job.train(cfg, out=str(out), quiet=True, echo=lambda s: None)
         metrics = json.loads((out / "metrics.json").read_text())
         rows[current] = {
             "losses": [round(h["loss"], 5) for h in result.history],

@@ -145,7 +145,7 @@ class DistributeConfig:
 class AdaptConfig:
     """Unsupervised domain adaptation (replaces pretrain + finetune when present)."""
 
-    # One of `kerastl methods` (declared in kerastl/adaptation/catalog.py).
+    # One of `kerastl methods` (each declared at the top of its module in kerastl/adaptation/).
     method: str = "dann"
     # loss = source classification loss + weight x adaptation loss.
     weight: float = field(default=1.0, metadata={"range": (0.0, 100.0)})
