@@ -70,6 +70,9 @@ class ModelConfig:
     # Extra keyword arguments for the keras.applications constructor (e.g. alpha).
     backbone_args: dict = field(default_factory=dict)
     pooling: Literal["avg", "max"] = "avg"
+    # Units of a Dense + BatchNormalization + ReLU bottleneck after pooling (TLlib uses 256
+    # for domain adaptation); its output is the features adaptation aligns. null: none.
+    bottleneck: Optional[int] = field(default=None, metadata={"min": 1})
     dropout: float = field(default=0.2, metadata={"range": (0.0, 0.95)})
     hidden: list[int] = field(default_factory=list)
     # What the second fine-tuning phase trains in the backbone: `all`, `none`, the top N
@@ -154,7 +157,12 @@ class AdaptConfig:
     steps_per_epoch: Optional[int] = field(default=None, metadata={"min": 1})
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = field(default=0.01, metadata={"positive": True})
-    # Ganin & Lempitsky's annealing lr_p = lr / (1 + alpha p)^beta, p = training progress.
+    # The backbone's learning rate is lr x this (TLlib uses 0.1 for pretrained backbones).
+    backbone_lr_mult: float = field(default=1.0, metadata={"min": 0})
+    # Decoupled weight decay of every trained variable; null or 0: none.
+    weight_decay: Optional[float] = field(default=None, metadata={"min": 0})
+    # Ganin & Lempitsky's annealing lr_p = lr / (1 + alpha p)^beta, p = training progress
+    # (training steps done / all training steps, however many updates a method makes per step).
     anneal: bool = True
     anneal_alpha: float = field(default=10.0, metadata={"min": 0})
     anneal_beta: float = field(default=0.75, metadata={"min": 0})

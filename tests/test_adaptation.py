@@ -109,3 +109,31 @@ def test_progress_inside_a_traced_step_is_the_exact_quotient():
         if read().numpy() != np.float32(min(k / 1500, 1.0)):
             wrong.append(k)
     assert not wrong, wrong[:10]
+
+
+def test_the_annealed_learning_rate_follows_training_steps_not_optimizer_updates():
+    from kerastl.training.recipe import annealed_lr
+
+    schedule = annealed_lr(0.01, 10.0, 0.75)
+    model = build_method("mcd", _tiny_classifier(), keras.optimizers.SGD(schedule), total_steps=4)
+    schedule.follow(model)
+    model.fit(paired_batches(), epochs=1, steps_per_epoch=2, verbose=0)
+    assert int(model.optimizer.iterations) == 2 * 6  # MCD: 1 + 1 + num_k updates per step
+    # p = 2 steps of 4 (counting updates would give p = 1 and 0.01 / 11^0.75)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01 / (1 + 10 * 0.5) ** 0.75, rel=1e-6)
+
+
+def test_a_backbone_optimizer_trains_the_backbone_at_its_own_rate():
+    classifier = _tiny_classifier()
+    model = build_method("dann", classifier, keras.optimizers.SGD(0.05),
+                         backbone_optimizer=keras.optimizers.SGD(0.0), total_steps=4)
+    backbone = [np.array(v) for v in classifier.backbone.trainable_variables]
+    head = [np.array(v) for v in classifier.head.trainable_variables]
+    disc = [np.array(v) for v in model.discriminator.trainable_variables]
+    model.fit(paired_batches(), epochs=1, steps_per_epoch=2, verbose=0)
+    assert len(model.optimizers()) == 2 and int(model.backbone_optimizer.iterations) == 2
+    for before, v in zip(backbone, classifier.backbone.trainable_variables):
+        np.testing.assert_array_equal(before, np.array(v))  # lr 0: the backbone stays
+    moved = lambda old, new: any(not np.array_equal(a, np.array(b)) for a, b in zip(old, new))  # noqa: E731
+    assert moved(head, classifier.head.trainable_variables)
+    assert moved(disc, model.discriminator.trainable_variables)

@@ -207,3 +207,14 @@ def test_the_classifier_handle_parts_share_the_models_layers():
     ids = {id(v) for v in model.model.weights}
     assert all(id(v) in ids for v in model.head.weights + model.backbone.weights)
     assert model.input_size == 32 and model.spec.name == "MobileNetV3Small"
+
+
+def test_a_bottleneck_gives_the_features_and_stays_in_the_saved_model(tmp_path):
+    model = _small_model(bottleneck=24)
+    assert model.features.output.shape[-1] == 24 and model.head.input.shape[-1] == 24
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model.head(model.features(x))), np.asarray(model.model(x)), atol=1e-6)
+    model.model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    assert again.get_layer("bottleneck").units == 24
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model.model(x)), atol=1e-6)

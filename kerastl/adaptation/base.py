@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from kerastl.adaptation.catalog import CATALOG
 from kerastl.registry import Registry
-from kerastl.training.distribute import replicas
+from kerastl.training.distribute import loss_scaled, replicas
 
 METHODS: Registry = Registry("adaptation method")
 
@@ -107,6 +107,8 @@ class AdaptationModel(keras.Model):
         self.hp = check_method_params(self.method_name, hparams)
         self.classifier = classifier.model
         self.features, self.head = classifier.features, classifier.head
+        self.parts = classifier  # the handle (not a layer): which variables are the backbone's
+        self.backbone_optimizer = None
         self.feature_dim = int(self.features.output.shape[-1])
         self.num_classes = int(self.classifier.output.shape[-1])
         self.weight = float(weight)
@@ -178,7 +180,7 @@ class AdaptationModel(keras.Model):
 
     def optimizers(self):
         """Every optimizer the step uses (their state is checkpointed with the model)."""
-        return [self.optimizer]
+        return [o for o in (self.optimizer, self.backbone_optimizer) if o is not None]
 
     # --- the Keras step contract -------------------------------------------------------
 
@@ -189,8 +191,30 @@ class AdaptationModel(keras.Model):
     def metrics(self):
         return [*self.trackers.values(), self.source_acc, self.target_acc]
 
+    def compile(self, optimizer, backbone_optimizer=None, **kwargs):
+        """As `keras.Model.compile`, with an optional second optimizer for the backbone's
+        variables (a lower learning rate for pretrained weights)."""
+        super().compile(optimizer=optimizer, **kwargs)
+        # compile() wraps only `optimizer` for mixed precision
+        self.backbone_optimizer = loss_scaled(backbone_optimizer) if backbone_optimizer is not None else None
+
+    def _groups(self, variables, optimizer):
+        """[(optimizer, its variables)]: the backbone's to the backbone optimizer, if any."""
+        if optimizer is not None or self.backbone_optimizer is None:
+            return [(optimizer or self.optimizer, list(variables))]
+        backbone = {id(v) for v in self.parts.backbone.trainable_variables}
+        return [(self.optimizer, [v for v in variables if id(v) not in backbone]),
+                (self.backbone_optimizer, [v for v in variables if id(v) in backbone])]
+
+    def build_optimizers(self):
+        """Builds every optimizer for the variables it trains (before `fit`: optimizers
+        refuse variables they were not built with)."""
+        for optimizer, variables in self._groups(self.classifier.trainable_variables + self.extra_variables(), None):
+            optimizer.build(variables)
+
     def minimize(self, loss_fn, variables, optimizer=None):
-        """One update of `variables` by `optimizer` (default: the model's) on `loss_fn()`.
+        """One update of `variables` on `loss_fn()` by `optimizer` (default: the model's,
+        and the backbone optimizer for the backbone's variables when there is one).
 
         `loss_fn` returns (loss, aux): the loss is this replica's estimate of the loss of
         the global batch (a mean over its examples, or a statistic of the all-gathered
@@ -198,12 +222,17 @@ class AdaptationModel(keras.Model):
         replica count (so the replicas' gradients sum to the one-device gradient), float16
         loss scaling inside the tape, and `apply`. Returns (loss, aux).
         """
-        optimizer = optimizer or self.optimizer
-        with tf.GradientTape() as tape:
+        groups = self._groups(variables, optimizer)
+        # Persistent with two optimizers: each scales the loss by its own (float16) factor.
+        with tf.GradientTape(persistent=len(groups) > 1) as tape:
             loss, aux = loss_fn()
             # float32 even when a mixed-precision method computes a term in float16
-            scaled = optimizer.scale_loss(tf.cast(loss, tf.float32) / replicas())
-        optimizer.apply(tape.gradient(scaled, variables), variables)
+            per_replica = tf.cast(loss, tf.float32) / replicas()
+            scaled = [opt.scale_loss(per_replica) for opt, _ in groups]
+        for (opt, group), group_loss in zip(groups, scaled):
+            if group:
+                opt.apply(tape.gradient(group_loss, group), group)
+        del tape
         return loss, aux
 
     def train_step(self, data):
@@ -237,11 +266,12 @@ class AdaptationModel(keras.Model):
         return {"cls_loss": self.trackers["cls_loss"].result(), "accuracy": self.source_acc.result()}
 
 
-def build_method(name: str, classifier, optimizer, *, weight: float = 1.0,
+def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, weight: float = 1.0,
                  total_steps: int = 1000, jit_compile=False, **hparams) -> AdaptationModel:
     """The method `name` around `classifier` (a `Classifier` handle), built, compiled with
-    `optimizer` and with the optimizer built for every variable it trains: ready for `fit`
-    (and for checkpointing).
+    `optimizer` (and `backbone_optimizer` for the backbone's variables, if given) and with
+    the optimizers built for every variable they train: ready for `fit` (and for
+    checkpointing).
 
     Keras would otherwise build the model by calling it on a whole paired batch, and the
     optimizer would refuse variables it was not built with (sub-models used only in
@@ -251,6 +281,6 @@ def build_method(name: str, classifier, optimizer, *, weight: float = 1.0,
 
     model = METHODS.get(name)(classifier, weight=weight, total_steps=total_steps, **hparams)
     model(np.zeros((1, classifier.input_size, classifier.input_size, 3), np.float32))
-    model.compile(optimizer=optimizer, jit_compile=jit_compile)
-    model.optimizer.build(model.classifier.trainable_variables + model.extra_variables())
+    model.compile(optimizer=optimizer, backbone_optimizer=backbone_optimizer, jit_compile=jit_compile)
+    model.build_optimizers()
     return model

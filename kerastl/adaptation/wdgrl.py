@@ -37,7 +37,7 @@ class WDGRL(AdaptationModel):
         self.critic_optimizer.build(self.critic.trainable_variables)
 
     def optimizers(self):
-        return [self.optimizer, self.critic_optimizer]
+        return [*super().optimizers(), self.critic_optimizer]
 
     def wasserstein(self, fs, ft):
         return tf.reduce_mean(self.critic(fs)) - tf.reduce_mean(self.critic(ft))

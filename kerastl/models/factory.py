@@ -30,7 +30,8 @@ class Classifier:
     Attributes:
         model: image -> class probabilities; the functional model saved as `model.keras`.
         backbone: the `keras.applications` model nested in `model`.
-        features: image -> pooled backbone features (what domain adaptation aligns).
+        features: image -> pooled backbone features, or the bottleneck's output when the
+            model has one (what domain adaptation aligns).
         head: features -> class probabilities.
         input_size: the square input side in pixels.
         spec: the backbone family's description (None for a hand-assembled backbone).
@@ -146,17 +147,20 @@ def build_classifier(cfg, num_classes: int) -> Classifier:
     backbone = build_backbone(cfg, spec, size)
     return assemble_classifier(
         backbone, num_classes, preprocessing=preprocessing_layers(spec.preprocessing), pooling=cfg.pooling,
-        dropout=cfg.dropout, hidden=cfg.hidden, name=f"kerastl_{spec.name.lower()}", spec=spec,
+        bottleneck=cfg.bottleneck, dropout=cfg.dropout, hidden=cfg.hidden, name=f"kerastl_{spec.name.lower()}",
+        spec=spec,
     )
 
 
 def assemble_classifier(backbone, num_classes: int, *, preprocessing=(), pooling: str = "avg",
-                        dropout: float = 0.0, hidden=(), name: str = "classifier",
-                        spec: Optional[BackboneSpec] = None) -> Classifier:
-    """image -> preprocessing -> `backbone` -> pooling -> head, and its parts.
+                        bottleneck: Optional[int] = None, dropout: float = 0.0, hidden=(),
+                        name: str = "classifier", spec: Optional[BackboneSpec] = None) -> Classifier:
+    """image -> preprocessing -> `backbone` -> pooling [-> bottleneck] -> head, and its parts.
 
-    The head is dropout -> [hidden Dense -> dropout]... -> Dense softmax (float32 even under
-    mixed precision). Tests assemble tiny backbones with it.
+    The features are the pooled output, or the bottleneck's (Dense -> BatchNormalization ->
+    ReLU, as TLlib's) when there is one. The head is dropout -> [hidden Dense -> dropout]...
+    -> Dense softmax (float32 even under mixed precision). Tests assemble tiny backbones
+    with it.
     """
     import keras
 
@@ -168,21 +172,25 @@ def assemble_classifier(backbone, num_classes: int, *, preprocessing=(), pooling
         x = layer(x)
     x = backbone(x)
     pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-    pooled = pool(name="pool")(x)
+    feats = pool(name="pool")(x)
+    if bottleneck:
+        feats = keras.layers.Dense(bottleneck, name="bottleneck")(feats)
+        feats = keras.layers.BatchNormalization(name="bottleneck_bn")(feats)
+        feats = keras.layers.ReLU(name="bottleneck_relu")(feats)
     head_layers = [keras.layers.Dropout(dropout, name="dropout")] if dropout else []
     for i, units in enumerate(hidden):
         head_layers.append(keras.layers.Dense(units, activation="relu", name=f"hidden_{i}"))
         if dropout:
             head_layers.append(keras.layers.Dropout(dropout, name=f"hidden_dropout_{i}"))
     head_layers.append(keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions"))
-    x = pooled
+    x = feats
     for layer in head_layers:
         x = layer(x)
     # === Functional Model ===
     model = keras.Model(inputs, x, name=name)
     # The parts share the model's layers: training them trains the model.
-    features = keras.Model(inputs, pooled, name="features")
-    head_in = keras.Input(pooled.shape[1:], name="features_in")
+    features = keras.Model(inputs, feats, name="features")
+    head_in = keras.Input(feats.shape[1:], name="features_in")
     h = head_in
     for layer in head_layers:
         h = layer(h)

@@ -40,9 +40,19 @@ def run(ctx: StageContext) -> StageResult:
     total = steps * ac.epochs
     set_trainable(classifier.backbone, cfg.model.unfreeze, resolve_bn(cfg, "adapt"))
 
-    lr = annealed_lr(ac.lr, total, ac.anneal_alpha, ac.anneal_beta) if ac.anneal else ac.lr
-    model = build_method(ac.method, classifier, make_optimizer(ac.optimizer, lr), weight=ac.weight,
-                         total_steps=total, jit_compile=cfg.train.jit_compile, **ac.params)
+    schedules = []  # annealed learning rates follow the model's training progress
+
+    def optimizer(lr):
+        if ac.anneal:
+            lr = annealed_lr(lr, ac.anneal_alpha, ac.anneal_beta)
+            schedules.append(lr)
+        return make_optimizer(ac.optimizer, lr, ac.weight_decay)
+
+    model = build_method(ac.method, classifier, optimizer(ac.lr),
+                         backbone_optimizer=optimizer(ac.lr * ac.backbone_lr_mult) if ac.backbone_lr_mult != 1.0 else None,
+                         weight=ac.weight, total_steps=total, jit_compile=cfg.train.jit_compile, **ac.params)
+    for schedule in schedules:
+        schedule.follow(model)
 
     # === Domain distance before ===
     src_eval = source.splits.get("test") or source.splits.get("val") or src_train

@@ -53,16 +53,30 @@ def make_schedule(lr: float, steps: int, warmup_steps: int):
     return keras.optimizers.schedules.CosineDecay(initial_learning_rate=lr, decay_steps=steps)
 
 
-def annealed_lr(lr: float, total_steps: int, alpha: float, beta: float):
-    """mu_p = mu_0 / (1 + alpha p)^beta (Ganin & Lempitsky, 2015), p = step / total."""
+def annealed_lr(lr: float, alpha: float, beta: float):
+    """mu_p = mu_0 / (1 + alpha p)^beta (Ganin & Lempitsky, 2015), p the training progress.
+
+    p is read from the model the schedule follows (`schedule.follow(model)`: its step
+    counter), not from the optimizer's update count: a method that applies several updates
+    per training step (MCD, WDGRL's critic) must not run through its schedule faster.
+    """
     import keras
 
     class Annealed(keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self):
+            self.model = None
+
+        def follow(self, model):
+            """Drives the schedule by `model.progress` (an `AdaptationModel`'s)."""
+            self.model = model
+            return self
+
         def __call__(self, step):
-            p = keras.ops.minimum(keras.ops.cast(step, "float32") / float(max(total_steps, 1)), 1.0)
-            return lr / keras.ops.power(1.0 + alpha * p, beta)
+            if self.model is None:
+                raise RuntimeError("annealed_lr: call .follow(model) before training")
+            return lr / keras.ops.power(1.0 + alpha * self.model.progress, beta)
 
         def get_config(self):
-            return {"lr": lr, "total_steps": total_steps, "alpha": alpha, "beta": beta}
+            return {"lr": lr, "alpha": alpha, "beta": beta}
 
     return Annealed()
