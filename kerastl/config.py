@@ -166,6 +166,12 @@ class AdaptConfig:
     anneal: bool = True
     anneal_alpha: float = field(default=10.0, metadata={"min": 0})
     anneal_beta: float = field(default=0.75, metadata={"min": 0})
+    # How target images meet BatchNormalization while training, the same for every method:
+    # `joint` (one pass over source + target), `separate` (a pass per domain) or `source`
+    # (the target in inference mode: BN statistics of the source only).
+    bn_protocol: Literal["joint", "separate", "source"] = "joint"
+    # AdaBN after training: re-estimate every BN layer's statistics on the target images.
+    adabn: bool = False
     # Which epoch's model is kept, chosen without target labels: the best source
     # validation accuracy (the last epoch when the source has no validation split), or
     # simply the last epoch.

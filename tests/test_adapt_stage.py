@@ -118,6 +118,29 @@ def test_selection_without_a_source_validation_split_keeps_the_last_epoch(traine
     assert "source.val_fraction is 0" in caplog.text
 
 
+def test_adabn_leaves_the_target_statistics_in_the_saved_model(trained_run, tmp_path):
+    from kerastl.adaptation.adabn import recalibrate_batchnorm
+    from kerastl.data.domain import load_domain
+    from kerastl.data.pipeline import build_dataset
+    from kerastl.models.factory import batchnorm_layers
+
+    cfg = _adapt_config(trained_run.run_dir, method="adabn", epochs=1, steps_per_epoch=2, params={})
+    cfg["source"] = dict(cfg["source"], val_fraction=0.0, num_examples=300)  # cheap: as the test above
+    cfg = config_from_dict(cfg)
+    result = train(cfg, out=str(tmp_path / "run"), quiet=True, echo=lambda s: None)
+    target = load_domain(cfg.target, cfg.seed, "target").splits["train"]
+    info = result.metrics["adaptation"]
+    assert info["adabn"] == {"target_batches": -(-len(target) // 32), "target_images": len(target)}
+    assert info["bn_protocol"] == "joint"
+    # The saved statistics are the target's: estimating them again from the same images
+    # changes nothing (they depend only on the weights and the images).
+    model = keras.saving.load_model(result.run_dir / "model.keras", safe_mode=True, compile=False)
+    saved = [np.array(layer.moving_mean) for layer in batchnorm_layers(model)]
+    recalibrate_batchnorm(model, (x for x, _ in build_dataset(target, 32, 32, 10, cache=False)))
+    for before, layer in zip(saved, batchnorm_layers(model)):
+        np.testing.assert_allclose(np.array(layer.moving_mean), before, rtol=1e-4, atol=1e-4, err_msg=layer.name)
+
+
 def test_adapt_without_source_is_a_config_error():
     from kerastl.errors import ConfigError
 

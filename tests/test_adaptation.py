@@ -137,3 +137,38 @@ def test_a_backbone_optimizer_trains_the_backbone_at_its_own_rate():
     moved = lambda old, new: any(not np.array_equal(a, np.array(b)) for a, b in zip(old, new))  # noqa: E731
     assert moved(head, classifier.head.trainable_variables)
     assert moved(disc, model.discriminator.trainable_variables)
+
+
+def _first_bn(classifier):
+    bn = next(l for l in classifier.backbone.layers if isinstance(l, keras.layers.BatchNormalization))
+    probe = keras.Model(classifier.backbone.input, bn.input)  # the tiny backbone takes raw images
+    return bn, probe
+
+
+@pytest.mark.parametrize("protocol", ["joint", "source"])
+def test_the_bn_protocol_decides_what_batchnorm_statistics_see(protocol):
+    classifier = _tiny_classifier()
+    model = build_method("source_only", classifier, keras.optimizers.SGD(0.0), total_steps=2,
+                         bn_protocol=protocol)
+    (xs, ys), (xt, yt) = next(iter(paired_batches()))
+    bn, probe = _first_bn(classifier)
+    seen = np.concatenate([xs, xt]) if protocol == "joint" else np.asarray(xs)
+    batch_mean = np.asarray(probe(seen)).mean(axis=(0, 1, 2))
+    expected = np.asarray(bn.moving_mean) * bn.momentum + batch_mean * (1 - bn.momentum)
+    model.fit(tf.data.Dataset.from_tensors(((xs, ys), (xt, yt))), epochs=1, verbose=0)
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_adabn_sets_batchnorm_statistics_to_the_targets_and_restores_the_layers():
+    from kerastl.adaptation.adabn import recalibrate_batchnorm
+
+    classifier = _tiny_classifier()
+    classifier.backbone.trainable = False  # frozen BN is re-estimated too
+    rng = np.random.default_rng(4)
+    target = [rng.uniform(0, 64, (4, 32, 32, 3)).astype("float32") for _ in range(3)]
+    bn, probe = _first_bn(classifier)
+    momentum = bn.momentum
+    assert recalibrate_batchnorm(classifier.features, target) == 3
+    expected = np.asarray(probe(np.concatenate(target))).mean(axis=(0, 1, 2))  # equal batches
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), expected, rtol=1e-4, atol=1e-5)
+    assert bn.momentum == momentum and not bn.trainable

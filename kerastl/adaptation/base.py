@@ -60,6 +60,13 @@ def weighted_mean(values, weights):
     return replicas() * tf.reduce_sum(weights * values) / global_sum(tf.reduce_sum(weights))
 
 
+# How target images meet BatchNormalization during training, the same for every method:
+# `joint`: one pass over source + target (batch statistics of both, as DANN/TLlib do);
+# `separate`: one pass per domain (each normalised by its own batch statistics);
+# `source`: the target in inference mode (BN statistics of the source only).
+BN_PROTOCOLS = ("joint", "separate", "source")
+
+
 class Batch(NamedTuple):
     """One forward pass over a paired batch: what a method's losses are computed from."""
 
@@ -100,7 +107,10 @@ class AdaptationModel(keras.Model):
 
     method_name = "base"
 
-    def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, **hparams):
+    recalibrates_bn = False  # AdaBN: BN statistics re-estimated on the target after training
+
+    def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, bn_protocol: str = "joint",
+                 **hparams):
         super().__init__()
         from kerastl.config import check_method_params
 
@@ -111,6 +121,9 @@ class AdaptationModel(keras.Model):
         self.backbone_optimizer = None
         self.feature_dim = int(self.features.output.shape[-1])
         self.num_classes = int(self.classifier.output.shape[-1])
+        if bn_protocol not in BN_PROTOCOLS:
+            raise ValueError(f"bn_protocol: {bn_protocol!r} is not one of {', '.join(BN_PROTOCOLS)}")
+        self.bn_protocol = bn_protocol
         self.weight = float(weight)
         self.total_steps = max(int(total_steps), 1)
         # Written inside the replicated step: every replica counts the same steps.
@@ -154,12 +167,25 @@ class AdaptationModel(keras.Model):
         return tf.constant(0.0), {}
 
     def forward(self, xs, ys, xt, yt) -> Batch:
-        # One pass over the concatenated batch: BatchNormalization sees both domains.
-        x = tf.concat([xs, xt], axis=0)
-        f = self.features(x, training=True)
-        p = self.head(f, training=True)
-        n = tf.shape(xs)[0]
-        return Batch(xs, ys, xt, yt, f[:n], f[n:], p[:n], p[n:])
+        """Features and predictions of both domains under the run's BN protocol."""
+        if self.bn_protocol == "joint":
+            # One pass over the concatenated batch: BatchNormalization sees both domains.
+            f = self.features(tf.concat([xs, xt], axis=0), training=True)
+            p = self.head(f, training=True)
+            n = tf.shape(xs)[0]
+            return Batch(xs, ys, xt, yt, f[:n], f[n:], p[:n], p[n:])
+        fs, ft = self.domain_features(xs, xt)
+        target_training = self.bn_protocol == "separate"
+        return Batch(xs, ys, xt, yt, fs, ft, self.head(fs, training=True), self.head(ft, training=target_training))
+
+    def domain_features(self, xs, xt):
+        """(source, target) features under the run's BN protocol, for methods that run the
+        heads themselves (MCD)."""
+        if self.bn_protocol == "joint":
+            f = self.features(tf.concat([xs, xt], axis=0), training=True)
+            n = tf.shape(xs)[0]
+            return f[:n], f[n:]
+        return self.features(xs, training=True), self.features(xt, training=self.bn_protocol == "separate")
 
     def classification_loss(self, batch: Batch):
         return tf.reduce_mean(keras.losses.categorical_crossentropy(batch.ys, batch.ps))
@@ -267,7 +293,8 @@ class AdaptationModel(keras.Model):
 
 
 def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, weight: float = 1.0,
-                 total_steps: int = 1000, jit_compile=False, **hparams) -> AdaptationModel:
+                 total_steps: int = 1000, bn_protocol: str = "joint", jit_compile=False,
+                 **hparams) -> AdaptationModel:
     """The method `name` around `classifier` (a `Classifier` handle), built, compiled with
     `optimizer` (and `backbone_optimizer` for the backbone's variables, if given) and with
     the optimizers built for every variable they train: ready for `fit` (and for
@@ -279,7 +306,8 @@ def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, w
     """
     from kerastl.adaptation import METHODS  # registers every method
 
-    model = METHODS.get(name)(classifier, weight=weight, total_steps=total_steps, **hparams)
+    model = METHODS.get(name)(classifier, weight=weight, total_steps=total_steps, bn_protocol=bn_protocol,
+                              **hparams)
     model(np.zeros((1, classifier.input_size, classifier.input_size, 3), np.float32))
     model.compile(optimizer=optimizer, backbone_optimizer=backbone_optimizer, jit_compile=jit_compile)
     model.build_optimizers()

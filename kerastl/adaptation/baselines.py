@@ -5,11 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, Batch, register
+from kerastl.adaptation.base import AdaptationModel, register
 from kerastl.adaptation.catalog import declare
 
-declare("source_only", "SourceOnly",
-        "no adaptation: the labelled source only (target images kept out of BN statistics)")
+declare("source_only", "SourceOnly", "no adaptation: the labelled source only")
 declare("target_oracle", "TargetOracle", "trains on the target's own labels: the upper bound")
 
 
@@ -17,16 +16,10 @@ declare("target_oracle", "TargetOracle", "trains on the target's own labels: the
 class SourceOnly(AdaptationModel):
     """Trains on the labelled source only: the baseline adaptation has to beat.
 
-    The target batch is passed in inference mode, so it reaches neither the weights nor
-    the BatchNormalization statistics.
+    Target images reach no loss. Whether they reach the BatchNormalization statistics is
+    the run's BN protocol, the same for every method (`adapt.bn_protocol`; `source` keeps
+    them out).
     """
-
-    def forward(self, xs, ys, xt, yt):
-        fs = self.features(xs, training=True)
-        ps = self.head(fs, training=True)
-        ft = self.features(xt, training=False)
-        pt = self.head(ft, training=False)
-        return Batch(xs, ys, xt, yt, fs, ft, ps, pt)
 
 
 @register("target_oracle")
@@ -35,13 +28,6 @@ class TargetOracle(AdaptationModel):
 
     It needs target labels; it is the only method whose loss uses them.
     """
-
-    def forward(self, xs, ys, xt, yt):
-        ft = self.features(xt, training=True)
-        pt = self.head(ft, training=True)
-        fs = self.features(xs, training=False)
-        ps = self.head(fs, training=False)
-        return Batch(xs, ys, xt, yt, fs, ft, ps, pt)
 
     def classification_loss(self, batch):
         return tf.reduce_mean(keras.losses.categorical_crossentropy(batch.yt, batch.pt))

@@ -40,18 +40,18 @@ class MCD(AdaptationModel):
         def ce(y, p):
             return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p))
 
+        # Every step passes both domains under the run's BN protocol (as TLlib's MCD does).
         def step_a():  # (A) features and both heads learn the source
-            fs = self.features(xs, training=True)
+            fs, _ = self.domain_features(xs, xt)
             return ce(ys, self.head(fs, training=True)) + ce(ys, self.head2(fs, training=True)), None
 
         def step_b():  # (B) fixed features: heads learn the source, disagree on the target
-            fs = tf.stop_gradient(self.features(xs, training=True))
-            ft = tf.stop_gradient(self.features(xt, training=True))
+            fs, ft = (tf.stop_gradient(f) for f in self.domain_features(xs, xt))
             disc = discrepancy(self.head(ft, training=True), self.head2(ft, training=True))
             return ce(ys, self.head(fs, training=True)) + ce(ys, self.head2(fs, training=True)) - disc, disc
 
         def step_c():  # (C) features make the heads agree on the target
-            ft = self.features(xt, training=True)
+            _, ft = self.domain_features(xs, xt)
             return discrepancy(self.head(ft, training=True), self.head2(ft, training=True)), None
 
         loss_a, _ = self.minimize(step_a, g_vars + f_vars)

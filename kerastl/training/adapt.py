@@ -50,7 +50,8 @@ def run(ctx: StageContext) -> StageResult:
 
     model = build_method(ac.method, classifier, optimizer(ac.lr),
                          backbone_optimizer=optimizer(ac.lr * ac.backbone_lr_mult) if ac.backbone_lr_mult != 1.0 else None,
-                         weight=ac.weight, total_steps=total, jit_compile=cfg.train.jit_compile, **ac.params)
+                         weight=ac.weight, total_steps=total, bn_protocol=ac.bn_protocol,
+                         jit_compile=cfg.train.jit_compile, **ac.params)
     for schedule in schedules:
         schedule.follow(model)
 
@@ -93,6 +94,15 @@ def run(ctx: StageContext) -> StageResult:
             callbacks=callbacks, extra_state=lambda: {"best": best.best if best else {}})
     require_finite(ctx, f"lower adapt.lr (now {ac.lr}) or adapt.weight (now {ac.weight})")
     selected = (best.restore() if best else None) or ac.epochs
+    adabn = None
+    if ac.adabn or model.recalibrates_bn:
+        from kerastl.adaptation.adabn import recalibrate_batchnorm
+
+        # Every target training image once, unaugmented; the labels are not read.
+        images = (x for x, _ in build_dataset(tgt_train, size, batch, target.num_classes, cache=False))
+        adabn = {"target_batches": recalibrate_batchnorm(classifier.features, images),
+                 "target_images": len(tgt_train)}
+        ctx.announce(f"== AdaBN: BatchNormalization statistics re-estimated on {len(tgt_train)} target images")
 
     # === Domain distance after ===
     after = (features_of(classifier.features, src_eval, size, batch, source.num_classes),
@@ -102,7 +112,10 @@ def run(ctx: StageContext) -> StageResult:
         "selection": {"criterion": selection, "epoch": selected,
                       "source_val_accuracy": best.best.get("score") if best else None},
         "proxy_a_distance_after": proxy_a_distance(*after, seed=cfg.seed),
+        "bn_protocol": ac.bn_protocol,
     }
+    if adabn is not None:
+        report["adabn"] = adabn
     panels = []
     if before_path.exists():
         with np.load(before_path) as f:
@@ -116,7 +129,8 @@ def run(ctx: StageContext) -> StageResult:
         trained=(f"adapt ({ac.method}) {source.name} ({len(src_train)} labelled) -> "
                  f"{target.name} ({len(tgt_train)} unlabelled)"),
         report=report,
-        lines=[f"  adapted  {ac.method}; kept epoch {selected} by {selection}; proxy A-distance "
+        lines=[f"  adapted  {ac.method}; kept epoch {selected} by {selection}"
+               + (f"; AdaBN on {adabn['target_images']} target images" if adabn else "") + "; proxy A-distance "
                f"{report.get('proxy_a_distance_before', float('nan')):.2f} -> "
                f"{report['proxy_a_distance_after']:.2f} (embedding.png)"],
     )
