@@ -153,8 +153,12 @@ class AdaptConfig:
     # loss = source classification loss + weight x adaptation loss.
     weight: float = field(default=1.0, metadata={"range": (0.0, 100.0)})
     epochs: int = field(default=10, metadata={"min": 1})
-    # Steps per epoch; null: one pass over the larger domain at half a batch per domain.
+    # Steps per epoch (each epoch ends with a source validation pass); null: one pass over
+    # the larger domain at half a batch per domain.
     steps_per_epoch: Optional[int] = field(default=None, metadata={"min": 1})
+    # The budget in training steps instead of epochs: whole epochs of about steps_per_epoch
+    # steps each, as many as make `steps` (the total may be a few steps lower); null: epochs.
+    steps: Optional[int] = field(default=None, metadata={"min": 1})
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = field(default=0.01, metadata={"positive": True})
     # The backbone's learning rate is lr x this (TLlib uses 0.1 for pretrained backbones).

@@ -172,3 +172,26 @@ def test_adabn_sets_batchnorm_statistics_to_the_targets_and_restores_the_layers(
     expected = np.asarray(probe(np.concatenate(target))).mean(axis=(0, 1, 2))  # equal batches
     np.testing.assert_allclose(np.asarray(bn.moving_mean), expected, rtol=1e-4, atol=1e-5)
     assert bn.momentum == momentum and not bn.trainable
+
+
+def test_cdan_randomized_map_has_its_dimension_and_estimates_the_maps_inner_products():
+    model = build_method("cdan", _tiny_classifier(), keras.optimizers.SGD(1e-3), total_steps=2, random_dim=4096)
+    assert model.discriminator.input.shape[-1] == 4096
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(2, model.feature_dim)).astype("float32")
+    p = rng.dirichlet(np.ones(3), size=2).astype("float32")
+    exact = np.einsum("bi,bj->bij", p, f).reshape(2, -1)
+    approx = np.asarray(model.discriminator_input(tf.constant(f), tf.constant(p)))
+    # <T(f1,g1), T(f2,g2)> estimates <f1,f2><g1,g2>, the exact map's inner product.
+    np.testing.assert_allclose(approx @ approx.T, exact @ exact.T, rtol=0.25, atol=0.05 * np.abs(exact @ exact.T).max())
+
+
+def test_mdd_adversarial_head_is_the_main_heads_architecture_with_its_own_weights():
+    classifier = _tiny_classifier()
+    model = build_method("mdd", classifier, keras.optimizers.SGD(1e-3), total_steps=2)
+    shapes = [tuple(w.shape) for w in classifier.head.weights]
+    assert [tuple(w.shape) for w in model.adversary.weights] == shapes
+    assert not {id(w) for w in model.adversary.weights} & {id(w) for w in classifier.head.weights}
+    x = np.random.default_rng(0).normal(size=(4, model.feature_dim)).astype("float32")
+    logits = np.asarray(model.adversary(x))
+    assert not np.allclose(logits.sum(axis=1), 1.0)  # logits, not probabilities

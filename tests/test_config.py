@@ -208,3 +208,18 @@ def test_every_committed_config_validates():
     assert len(configs) >= 11
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ((10, 150, None), (10, 150)),  # no budget: as configured
+    ((10, 150, 3000), (20, 150)),  # 3000 steps in epochs of 150
+    ((10, 150, 1000), (7, 142)),  # 1000 / 150 = 6.7 epochs -> 7 of 142 = 994 steps
+    ((10, 150, 40), (1, 40)),  # less than one epoch: one shorter epoch
+])
+def test_a_step_budget_becomes_whole_epochs(given, expected):
+    from kerastl.training.recipe import budget
+
+    epochs, per_epoch = budget(*given)
+    assert (epochs, per_epoch) == expected
+    if given[2]:
+        assert given[2] - epochs < epochs * per_epoch <= given[2]

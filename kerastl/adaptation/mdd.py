@@ -11,7 +11,8 @@ from kerastl.adaptation.dann import grl_lambda
 from kerastl.models.layers import GradientReversal
 
 declare("mdd", "MDD", "margin disparity discrepancy with an adversarial head (Zhang et al. 2019)",
-        **ADVERSARIAL, margin=Param(4.0, "the margin factor gamma of the disparity", 1.0, 100.0))
+        gamma=ADVERSARIAL["gamma"], max_lambda=ADVERSARIAL["max_lambda"],
+        margin=Param(4.0, "the margin factor gamma of the disparity", 1.0, 100.0))
 
 
 @register("mdd")
@@ -20,17 +21,22 @@ class MDD(AdaptationModel):
 
     An adversarial head h' behind a gradient reversal layer learns to agree with the
     main head's predictions on the source and to disagree on the target; the features
-    learn the opposite. `margin` (gamma in the paper) weights the source term.
+    learn the opposite. `margin` (gamma in the paper) weights the source term. h' has the
+    main head's architecture (the theory compares hypotheses of one class), with logits out.
     """
-
 
     def build_extra(self):
         self.grl = GradientReversal(0.0, name="grl")
-        inputs = keras.Input((self.feature_dim,))
-        x = keras.layers.Dense(int(self.hp["hidden"]), activation="relu")(inputs)
-        x = keras.layers.Dropout(float(self.hp["dropout"]))(x)
-        out = keras.layers.Dense(self.num_classes, dtype="float32")(x)
-        self.adversary = keras.Model(inputs, out, name="adversarial_head")
+        output = self.head.layers[-1]
+
+        def fresh(layer):  # new weights; the output layer gives logits
+            config = layer.get_config()
+            if layer is output:
+                config["activation"] = "linear"
+            return layer.__class__.from_config(config)
+
+        clone = keras.models.clone_model(self.head, clone_function=fresh)
+        self.adversary = keras.Model(clone.input, clone.output, name="adversarial_head")
 
     def extra_variables(self):
         return self.adversary.trainable_variables

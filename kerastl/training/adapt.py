@@ -28,7 +28,7 @@ def run(ctx: StageContext) -> StageResult:
     from kerastl.data.pipeline import build_dataset, cache_path, paired_dataset, steps_per_epoch
     from kerastl.evaluation.domain_gap import draw_embedding, features_of, proxy_a_distance
     from kerastl.models.factory import set_trainable
-    from kerastl.training.recipe import annealed_lr, make_optimizer, resolve_bn
+    from kerastl.training.recipe import annealed_lr, budget, make_optimizer, resolve_bn
     from kerastl.training.selection import best_epoch_callback
 
     cfg, classifier, source, target = ctx.cfg, ctx.classifier, ctx.source, ctx.target
@@ -37,7 +37,8 @@ def run(ctx: StageContext) -> StageResult:
     half = max(batch // 2, 1)
     src_train, tgt_train = source.splits["train"], target.splits["train"]
     steps = ac.steps_per_epoch or max(steps_per_epoch(src_train, half), steps_per_epoch(tgt_train, half))
-    total = steps * ac.epochs
+    epochs, steps = budget(ac.epochs, steps, ac.steps)
+    total = steps * epochs
     set_trainable(classifier.backbone, cfg.model.unfreeze, resolve_bn(cfg, "adapt"))
 
     schedules = []  # annealed learning rates follow the model's training progress
@@ -67,7 +68,7 @@ def run(ctx: StageContext) -> StageResult:
 
     # === Data ===
     train_ds = paired_dataset(src_train, tgt_train, size, batch, target.num_classes, cfg.seed,
-                              steps, ac.epochs, initial_epoch, (ctx.augmenters["source"], ctx.augmenters["target"]),
+                              steps, epochs, initial_epoch, (ctx.augmenters["source"], ctx.augmenters["target"]),
                               caches=(cache_path(cfg.source.cache, "adapt-source", "train", size),
                                       cache_path(cfg.target.cache, "adapt-target", "train", size)))
     val_split = source.splits.get("val")
@@ -88,12 +89,12 @@ def run(ctx: StageContext) -> StageResult:
         best = best_epoch_callback(classifier.model, ctx.checkpoint.dir / "best-classifier.weights.h5",
                                    "val_accuracy", ctx.saved(PHASE, "best"))
         callbacks.insert(0, best)
-    ctx.announce(f"== adapt: {ac.method}, {ac.epochs} epoch(s) x {steps} steps, source {source.name} "
+    ctx.announce(f"== adapt: {ac.method}, {epochs} epoch(s) x {steps} steps, source {source.name} "
                  f"({len(src_train)} labelled) -> target {target.name} ({len(tgt_train)} unlabelled)")
-    ctx.fit(model, train_ds, val_ds, phase=PHASE, label=("adapt", ac.method), epochs=ac.epochs, steps=steps,
+    ctx.fit(model, train_ds, val_ds, phase=PHASE, label=("adapt", ac.method), epochs=epochs, steps=steps,
             callbacks=callbacks, extra_state=lambda: {"best": best.best if best else {}})
     require_finite(ctx, f"lower adapt.lr (now {ac.lr}) or adapt.weight (now {ac.weight})")
-    selected = (best.restore() if best else None) or ac.epochs
+    selected = (best.restore() if best else None) or epochs
     adabn = None
     if ac.adabn or model.recalibrates_bn:
         from kerastl.adaptation.adabn import recalibrate_batchnorm
@@ -113,6 +114,7 @@ def run(ctx: StageContext) -> StageResult:
                       "source_val_accuracy": best.best.get("score") if best else None},
         "proxy_a_distance_after": proxy_a_distance(*after, seed=cfg.seed),
         "bn_protocol": ac.bn_protocol,
+        "budget": {"epochs": epochs, "steps_per_epoch": steps, "steps": total},
     }
     if adabn is not None:
         report["adabn"] = adabn

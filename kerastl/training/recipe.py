@@ -53,6 +53,16 @@ def make_schedule(lr: float, steps: int, warmup_steps: int):
     return keras.optimizers.schedules.CosineDecay(initial_learning_rate=lr, decay_steps=steps)
 
 
+def budget(epochs: int, steps_per_epoch: int, steps: int | None) -> tuple[int, int]:
+    """(epochs, steps per epoch) of a run: as given, or, with a budget of `steps` training
+    steps, whole epochs of about `steps_per_epoch` steps that add up to at most `steps`
+    (fewer by less than one step per epoch)."""
+    if not steps:
+        return epochs, steps_per_epoch
+    epochs = max(1, round(steps / steps_per_epoch))
+    return epochs, steps // epochs
+
+
 def annealed_lr(lr: float, alpha: float, beta: float):
     """mu_p = mu_0 / (1 + alpha p)^beta (Ganin & Lempitsky, 2015), p the training progress.
 
