@@ -1,11 +1,13 @@
-"""Unsupervised domain adaptation on syndigits -> digits: every method, several seeds.
+"""Unsupervised domain adaptation on the digit tasks: every method, several seeds.
 
 Runs configs/digits_<method>.yaml (source_only, every adaptation method and the
-target_oracle upper bound) for each seed and writes, to benchmarks/results/adaptation.{md,json},
-the mean and spread of target test accuracy and the share of the source-only -> oracle gap
-each method closes: (method - source_only) / (oracle - source_only).
+target_oracle upper bound) for each seed on a task, syndigits -> digits as the configs are
+written or digits -> syndigits (the domains swapped), and writes, to
+benchmarks/results/<name>.{md,json}, the mean and spread of target test accuracy and the
+share of the source-only -> oracle gap each method closes: (method - source_only) /
+(oracle - source_only).
 
-    python benchmarks/adaptation.py [--seeds 0 1 2] [--methods dann cdan ...] [--set k=v ...]
+    python benchmarks/adaptation.py [--task digits->syndigits] [--seeds 0 1 2] [--methods dann ...] [--set k=v ...]
     python benchmarks/adaptation.py --merge adaptation_3seeds adaptation_rest --name adaptation_all
 """
 
@@ -29,6 +31,17 @@ from kerastl.adaptation.catalog import CATALOG  # noqa: E402
 
 # Every registered method, the two references first and last.
 METHODS = ["source_only", *(m for m in CATALOG.names() if m not in ("source_only", "target_oracle")), "target_oracle"]
+
+
+# Each task: the overrides that make it from the syndigits -> digits configs.
+TASKS = {
+    "syndigits->digits": [],
+    "digits->syndigits": [  # real handwritten scans (labelled) -> rendered fonts (unlabelled)
+        "source={dataset: digits, val_fraction: 0.1, test_fraction: 0.1, "
+        "augment: {rotate: 0.03, zoom: 0.1, translate: 0.08}}",
+        "target={dataset: syndigits, num_examples: 6000, val_fraction: 0.1, test_fraction: 0.3}",
+    ],
+}
 
 
 def config_path(method: str) -> Path:
@@ -69,13 +82,15 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
     return out
 
 
-def write(rows, summary, seeds, overrides, name="adaptation"):
+def write(rows, summary, seeds, overrides, name="adaptation", task="syndigits->digits"):
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(
-        {"machine": machine, "seeds": seeds, "overrides": overrides, "rows": rows, "summary": summary},
+        {"machine": machine, "task": task, "seeds": seeds, "overrides": overrides, "rows": rows,
+         "summary": summary},
         indent=2) + "\n")
-    lines = ["# Unsupervised domain adaptation: syndigits (labelled) -> digits (unlabelled)", "",
+    source, target = task.split("->")
+    lines = [f"# Unsupervised domain adaptation: {source} (labelled) -> {target} (unlabelled)", "",
              f"configs/digits_<method>.yaml, seeds {seeds}"
              + (f", overrides {overrides}" if overrides else "") + f"; {machine}.", "",
              "| method | target test accuracy (mean ± stdev) | per seed | gap closed | seconds per run |",
@@ -94,6 +109,7 @@ def write(rows, summary, seeds, overrides, name="adaptation"):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="syndigits->digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--name", default="adaptation",
@@ -107,20 +123,24 @@ def main():
         rows, seeds = [], set()
         for name in args.merge:
             data = json.loads((RESULTS / f"{name}.json").read_text())
+            if data.get("task", "syndigits->digits") != args.task:
+                sys.exit(f"--merge: {name} is task {data.get('task', 'syndigits->digits')}, not --task {args.task}")
             rows += data["rows"]
             seeds |= set(data["seeds"])
         methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-        print(write(rows, summarise(rows, methods), sorted(seeds), [f"merged from {args.merge}"], args.name))
+        print(write(rows, summarise(rows, methods), sorted(seeds), [f"merged from {args.merge}"], args.name,
+                    args.task))
         return
     rows = []
+    overrides = TASKS[args.task] + args.overrides
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for method in args.methods:
-                rows.append(run(method, seed, Path(tmp), args.overrides))
+                rows.append(run(method, seed, Path(tmp), overrides))
                 print(json.dumps(rows[-1])[:300], flush=True)
                 # Written after every run, so an interrupted benchmark keeps what it measured.
-                write(rows, summarise(rows, args.methods), args.seeds, args.overrides, args.name)
-    print(write(rows, summarise(rows, args.methods), args.seeds, args.overrides, args.name))
+                write(rows, summarise(rows, args.methods), args.seeds, args.overrides, args.name, args.task)
+    print(write(rows, summarise(rows, args.methods), args.seeds, args.overrides, args.name, args.task))
 
 
 if __name__ == "__main__":
