@@ -16,7 +16,9 @@ HERE = Path(__file__).resolve().parent
 
 from kerastl.adaptation.catalog import CATALOG
 
-METHODS = ["finetune", *CATALOG.names()]
+# AdaBN trains exactly as source_only does (its re-estimation of BN statistics runs after
+# training, outside the step), so its step is checked there.
+METHODS = ["finetune", *(m for m in CATALOG.names() if m != "adabn")]
 
 
 @pytest.fixture(scope="module")
