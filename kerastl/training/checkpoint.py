@@ -6,7 +6,7 @@ point), then removes the files the previous state named:
 - `weights-<phase>-<epoch>.weights.h5`: the classifier (what the next phase starts from);
 - `training-<phase>-<epoch>.npz`: everything a resumed `fit` needs of the model being
   trained: its variables (weights, Dropout's seed-generator states, counters such as the
-  adaptation progress) and every optimizer's variables, plus the classifier's own
+  adaptation step counter) and every optimizer's variables, plus the classifier's own
   seed-generator states.
 
 `CheckpointCallback` has Keras' `BackupAndRestore` shape: it restores the training model in
