@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from kerastl.adaptation.catalog import CATALOG
 from kerastl.registry import Registry
-from kerastl.training.distribute import loss_scaled, replicas
+from kerastl.training.distribute import apply_scaled, loss_scaled, replicas
 
 METHODS: Registry = Registry("adaptation method")
 
@@ -248,17 +248,12 @@ class AdaptationModel(keras.Model):
         replica count (so the replicas' gradients sum to the one-device gradient), float16
         loss scaling inside the tape, and `apply`. Returns (loss, aux).
         """
-        groups = self._groups(variables, optimizer)
-        # Persistent with two optimizers: each scales the loss by its own (float16) factor.
-        with tf.GradientTape(persistent=len(groups) > 1) as tape:
+        def per_replica():
             loss, aux = loss_fn()
             # float32 even when a mixed-precision method computes a term in float16
-            per_replica = tf.cast(loss, tf.float32) / replicas()
-            scaled = [opt.scale_loss(per_replica) for opt, _ in groups]
-        for (opt, group), group_loss in zip(groups, scaled):
-            if group:
-                opt.apply(tape.gradient(group_loss, group), group)
-        del tape
+            return tf.cast(loss, tf.float32) / replicas(), (loss, aux)
+
+        _, (loss, aux) = apply_scaled(per_replica, self._groups(variables, optimizer))
         return loss, aux
 
     def train_step(self, data):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.training.distribute import loss_scaled, replicas
+from kerastl.training.distribute import apply_scaled, loss_scaled, replicas
 
 
 class TransferModel(keras.Model):
@@ -56,26 +56,19 @@ class TransferModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        two = self.backbone_optimizer is not None
-        # Persistent with two optimizers: each scales the loss by its own (float16) factor.
-        with tf.GradientTape(persistent=two) as tape:
+        if self.backbone_optimizer is None:
+            groups = [(self.optimizer, self.trainable_variables)]
+        else:
+            groups = [(self.optimizer, [v for v in self.trainable_variables if id(v) not in self._backbone_ids]),
+                      (self.backbone_optimizer, [v for v in self.trainable_variables if id(v) in self._backbone_ids])]
+
+        def loss_fn():
             y_pred = self(x, training=True)
             # Under a strategy Keras divides the loss by the number of replicas, so that
             # the gradients summed over replicas are those of the global batch's mean.
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
-            scaled = self.optimizer.scale_loss(loss)
-            scaled_bb = self.backbone_optimizer.scale_loss(loss) if two else None
-        if not two:
-            variables = self.trainable_variables
-            self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        else:
-            head = [v for v in self.trainable_variables if id(v) not in self._backbone_ids]
-            backbone = [v for v in self.trainable_variables if id(v) in self._backbone_ids]
-            if head:
-                self.optimizer.apply(tape.gradient(scaled, head), head)
-            if backbone:
-                self.backbone_optimizer.apply(tape.gradient(scaled_bb, backbone), backbone)
-            del tape
+            return self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight), y_pred
+
+        loss, y_pred = apply_scaled(loss_fn, groups)
         for metric in self.metrics:
             if metric.name == "loss":
                 metric.update_state(loss * replicas())  # the loss of the global batch, for the logs
