@@ -74,7 +74,10 @@ class ModelConfig:
     # for domain adaptation); its output is the features adaptation aligns. null: none.
     bottleneck: Optional[int] = field(default=None, metadata={"min": 1})
     dropout: float = field(default=0.2, metadata={"range": (0.0, 0.95)})
+    # Units of the head's hidden Dense layers (before the softmax layer), e.g. [256, 256].
     hidden: list[int] = field(default_factory=list)
+    # Each hidden layer as Dense -> BatchNormalization -> ReLU (MCD's heads in the paper).
+    hidden_bn: bool = False
     # What the second fine-tuning phase trains in the backbone: `all`, `none`, the top N
     # layers (an integer), or every layer from the named one upwards.
     unfreeze: Union[int, str] = "all"

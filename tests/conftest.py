@@ -71,7 +71,7 @@ def trained_run(tmp_path_factory):
     return result
 
 
-def tiny_classifier(classes=3):
+def tiny_classifier(classes=3, hidden_bn=False):
     """A kerastl classifier handle (image -> nested backbone -> pool -> head) that traces
     fast: what these tests check is about the train steps, not the backbone's size."""
     import keras
@@ -85,7 +85,7 @@ def tiny_classifier(classes=3):
         x = keras.layers.BatchNormalization(momentum=0.9)(x)
         x = keras.layers.ReLU()(x)
     backbone = keras.Model(b_in, x, name="backbone")
-    return assemble_classifier(backbone, classes, hidden=[16])
+    return assemble_classifier(backbone, classes, hidden=[16], hidden_bn=hidden_bn)
 
 
 def make_image_folder(root, classes=("cat", "dog"), per_class=6, size=24, seed=0):

@@ -12,10 +12,10 @@ from kerastl.models.factory import set_trainable
 from kerastl.models.layers import GradientReversal
 
 
-def _tiny_classifier(classes=3):
+def _tiny_classifier(classes=3, hidden_bn=False):
     # A kerastl-shaped classifier that traces fast; the real backbones are covered by
     # test_models and the adapt stage tests.
-    classifier = tiny_classifier(classes)
+    classifier = tiny_classifier(classes, hidden_bn=hidden_bn)
     set_trainable(classifier.backbone, "all", "train")
     return classifier
 
@@ -195,3 +195,35 @@ def test_mdd_adversarial_head_is_the_main_heads_architecture_with_its_own_weight
     x = np.random.default_rng(0).normal(size=(4, model.feature_dim)).astype("float32")
     logits = np.asarray(model.adversary(x))
     assert not np.allclose(logits.sum(axis=1), 1.0)  # logits, not probabilities
+
+
+def test_coral_counts_mean_and_covariance_differences_on_a_comparable_scale():
+    from kerastl.adaptation.statistics import coral
+
+    rng = np.random.default_rng(0)
+    fs = rng.normal(size=(64, 8)).astype("float32")
+    assert float(coral(fs, fs)) == pytest.approx(0.0, abs=1e-7)
+    # A mean shift alone (covariances equal) is a difference, as in TLlib and DomainBed.
+    assert float(coral(fs, fs + 1.0)) == pytest.approx(1.0, rel=1e-5)
+    ft = fs * 2.0  # covariances x4: mean squared difference of the entries of 3 C_s
+    cov = np.cov(fs, rowvar=False)
+    mean_term = np.mean(np.square(fs.mean(0) - ft.mean(0)))
+    assert float(coral(fs, ft)) == pytest.approx(mean_term + np.mean(np.square(3 * cov)), rel=1e-4)
+
+
+def test_mcd_heads_batchnorm_sees_source_and_target_together_under_the_joint_protocol():
+    classifier = _tiny_classifier(hidden_bn=True)
+    model = build_method("mcd", classifier, keras.optimizers.SGD(0.0), total_steps=2, num_k=1)
+    (xs, ys), (xt, yt) = next(iter(paired_batches()))
+    bn = classifier.head.get_layer("hidden_bn_0")
+    before = np.asarray(bn.moving_mean).copy()
+    # With lr 0 every pass sees the same weights: steps A, B and C (num_k 1) each move
+    # the moving mean towards the joint batch's hidden-layer mean.
+    probe = keras.Model(classifier.model.input, classifier.model.get_layer("hidden_0").output)
+    # (the backbone's own BN normalizes with the joint batch's statistics in training mode)
+    joint_mean = np.asarray(probe(np.concatenate([xs, xt]), training=True)).mean(axis=0)
+    expected = before
+    for _ in range(3):
+        expected = expected * bn.momentum + joint_mean * (1 - bn.momentum)
+    model.fit(tf.data.Dataset.from_tensors(((xs, ys), (xt, yt))), epochs=1, verbose=0)
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), expected, rtol=1e-3, atol=1e-4)

@@ -40,19 +40,31 @@ class MCD(AdaptationModel):
         def ce(y, p):
             return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p))
 
-        # Every step passes both domains under the run's BN protocol (as TLlib's MCD does).
+        # Every step passes both domains through the features and both heads under the run's
+        # BN protocol (joint by default, as TLlib's MCD), so the heads' BatchNormalization
+        # layers (model.hidden_bn) see what the backbone's see.
+        def heads(fs, ft):
+            if self.bn_protocol == "joint":
+                n = tf.shape(fs)[0]
+                joint = tf.concat([fs, ft], axis=0)
+                p1, p2 = self.head(joint, training=True), self.head2(joint, training=True)
+                return p1[:n], p1[n:], p2[:n], p2[n:]
+            target_training = self.bn_protocol == "separate"
+            return (self.head(fs, training=True), self.head(ft, training=target_training),
+                    self.head2(fs, training=True), self.head2(ft, training=target_training))
+
         def step_a():  # (A) features and both heads learn the source
-            fs, _ = self.domain_features(xs, xt)
-            return ce(ys, self.head(fs, training=True)) + ce(ys, self.head2(fs, training=True)), None
+            ps1, _, ps2, _ = heads(*self.domain_features(xs, xt))
+            return ce(ys, ps1) + ce(ys, ps2), None
 
         def step_b():  # (B) fixed features: heads learn the source, disagree on the target
-            fs, ft = (tf.stop_gradient(f) for f in self.domain_features(xs, xt))
-            disc = discrepancy(self.head(ft, training=True), self.head2(ft, training=True))
-            return ce(ys, self.head(fs, training=True)) + ce(ys, self.head2(fs, training=True)) - disc, disc
+            ps1, pt1, ps2, pt2 = heads(*(tf.stop_gradient(f) for f in self.domain_features(xs, xt)))
+            disc = discrepancy(pt1, pt2)
+            return ce(ys, ps1) + ce(ys, ps2) - disc, disc
 
         def step_c():  # (C) features make the heads agree on the target
-            _, ft = self.domain_features(xs, xt)
-            return discrepancy(self.head(ft, training=True), self.head2(ft, training=True)), None
+            _, pt1, _, pt2 = heads(*self.domain_features(xs, xt))
+            return discrepancy(pt1, pt2), None
 
         loss_a, _ = self.minimize(step_a, g_vars + f_vars)
         _, disc_b = self.minimize(step_b, f_vars)

@@ -3,7 +3,8 @@
     image (H, W, 3) float in [0, 255]
       -> preprocessing (the family's preprocess_input, as built-in layers)
       -> backbone (the keras.applications model, include_top=False, nested as one layer)
-      -> global pooling -> dropout -> [hidden Dense -> dropout]... -> Dense softmax
+      -> global pooling [-> bottleneck Dense -> BN -> ReLU]
+      -> dropout -> [hidden Dense [-> BN] -> ReLU -> dropout]... -> Dense softmax
 
 The classifier is a plain functional model of built-in layers: `model.keras` loads with
 `safe_mode=True` and without kerastl installed. Training code gets a `Classifier` handle
@@ -147,19 +148,20 @@ def build_classifier(cfg, num_classes: int) -> Classifier:
     backbone = build_backbone(cfg, spec, size)
     return assemble_classifier(
         backbone, num_classes, preprocessing=preprocessing_layers(spec.preprocessing), pooling=cfg.pooling,
-        bottleneck=cfg.bottleneck, dropout=cfg.dropout, hidden=cfg.hidden, name=f"kerastl_{spec.name.lower()}",
+        bottleneck=cfg.bottleneck, dropout=cfg.dropout, hidden=cfg.hidden, hidden_bn=cfg.hidden_bn,
+        name=f"kerastl_{spec.name.lower()}",
         spec=spec,
     )
 
 
 def assemble_classifier(backbone, num_classes: int, *, preprocessing=(), pooling: str = "avg",
                         bottleneck: Optional[int] = None, dropout: float = 0.0, hidden=(),
-                        name: str = "classifier", spec: Optional[BackboneSpec] = None) -> Classifier:
+                        hidden_bn: bool = False, name: str = "classifier", spec: Optional[BackboneSpec] = None) -> Classifier:
     """image -> preprocessing -> `backbone` -> pooling [-> bottleneck] -> head, and its parts.
 
     The features are the pooled output, or the bottleneck's (Dense -> BatchNormalization ->
-    ReLU, as TLlib's) when there is one. The head is dropout -> [hidden Dense -> dropout]...
-    -> Dense softmax (float32 even under mixed precision). Tests assemble tiny backbones
+    ReLU, as TLlib's) when there is one. The head is dropout -> [hidden Dense [-> BN] -> ReLU
+    -> dropout]... -> Dense softmax (float32 even under mixed precision). Tests assemble tiny backbones
     with it.
     """
     import keras
@@ -179,7 +181,12 @@ def assemble_classifier(backbone, num_classes: int, *, preprocessing=(), pooling
         feats = keras.layers.ReLU(name="bottleneck_relu")(feats)
     head_layers = [keras.layers.Dropout(dropout, name="dropout")] if dropout else []
     for i, units in enumerate(hidden):
-        head_layers.append(keras.layers.Dense(units, activation="relu", name=f"hidden_{i}"))
+        if hidden_bn:  # Dense -> BN -> ReLU, as MCD's heads (Saito et al. 2018)
+            head_layers += [keras.layers.Dense(units, name=f"hidden_{i}"),
+                            keras.layers.BatchNormalization(name=f"hidden_bn_{i}"),
+                            keras.layers.ReLU(name=f"hidden_relu_{i}")]
+        else:
+            head_layers.append(keras.layers.Dense(units, activation="relu", name=f"hidden_{i}"))
         if dropout:
             head_layers.append(keras.layers.Dropout(dropout, name=f"hidden_dropout_{i}"))
     head_layers.append(keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions"))
