@@ -66,7 +66,9 @@ def run(method: str, seed: int, workdir: Path, overrides: list[str]) -> dict:
             "target_test_accuracy": metrics["target_test"]["accuracy"],
             "source_val_accuracy": metrics["source_val"]["accuracy"],
             "selected_epoch": metrics["adaptation"]["selection"]["epoch"],
-            "proxy_a_distance": metrics["adaptation"]["proxy_a_distance_after"]}
+            "proxy_a_distance": metrics["adaptation"]["proxy_a_distance_after"],
+            # each label-free validator's chosen epoch and its target test accuracy (+ oracle)
+            "validators": metrics["adaptation"].get("validators")}
 
 
 def summarise(rows: list[dict], methods: list[str]) -> dict:

@@ -180,9 +180,11 @@ class AdaptConfig:
     # AdaBN after training: re-estimate every BN layer's statistics on the target images.
     adabn: bool = False
     # Which epoch's model is kept, chosen without target labels: the best source
-    # validation accuracy (the last epoch when the source has no validation split), or
-    # simply the last epoch.
-    selection: Literal["source_val", "last"] = "source_val"
+    # validation accuracy (the last epoch when the source has no validation split), the
+    # best label-free validator on held-back target images (entropy, im = information
+    # maximization, bnm, snd = soft neighbourhood density, dev = deep embedded validation;
+    # every run records all of them per epoch), or simply the last epoch.
+    selection: Literal["source_val", "entropy", "im", "bnm", "snd", "dev", "last"] = "source_val"
     # The method's own hyper-parameters (see `kerastl methods`), e.g. {max_lambda: 0.3}.
     params: dict = field(default_factory=dict)
 

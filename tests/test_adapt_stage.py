@@ -6,6 +6,7 @@ import pytest
 import keras
 
 from kerastl.config import config_from_dict
+from kerastl.evaluation.validators import VALIDATORS
 from kerastl.training.job import train
 
 from conftest import tiny_config
@@ -39,14 +40,52 @@ def test_adapted_run_reports_method_selection_and_domain_distance(adapted_run):
     val = [row["val_accuracy"] for row in adapted_run.history if row["stage"] == "adapt"]
     assert len(val) == 3
     best = int(np.argmax(val))
-    assert info["selection"] == {"criterion": "source_val", "epoch": best + 1, "source_val_accuracy": val[best]}
+    assert info["selection"] == {"criterion": "source_val", "epoch": best + 1, "score": val[best]}
     assert metrics["source_val"]["accuracy"] == pytest.approx(val[best], abs=1e-6)
     assert len(set(val)) > 1  # epochs differ, so picking the first or last would be caught
     assert (run / "embedding.png").stat().st_size > 1000
     header = (run / "history.csv").read_text().splitlines()[0].split(",")
     for column in ("cls_loss", "adapt_loss", "source_accuracy", "target_accuracy",
-                   "domain_accuracy", "lambda", "val_accuracy"):
+                   "domain_accuracy", "lambda", "val_accuracy", "target_test_accuracy",
+                   *(f"validator_{name}" for name in VALIDATORS)):
         assert column in header
+
+
+def test_every_epoch_records_every_validator_and_each_ones_choice(adapted_run):
+    rows = [row for row in adapted_run.history if row["stage"] == "adapt"]
+    # The source validator is the source validation accuracy Keras logged.
+    assert [r["validator_source_val"] for r in rows] == pytest.approx([r["val_accuracy"] for r in rows], abs=1e-6)
+    chosen = adapted_run.metrics["adaptation"]["validators"]
+    assert set(chosen) == {*VALIDATORS, "oracle"}
+    for name in VALIDATORS:
+        scores = [r[f"validator_{name}"] for r in rows]
+        epoch = int(np.argmax(scores)) + 1
+        assert chosen[name] == {"epoch": epoch, "target_test_accuracy": rows[epoch - 1]["target_test_accuracy"]}
+    accuracies = [r["target_test_accuracy"] for r in rows]
+    assert chosen["oracle"]["target_test_accuracy"] == max(accuracies)
+    # The last epoch's target test accuracy is what the final evaluation measures.
+    assert accuracies[-1] == pytest.approx(adapted_run.metrics["target_test"]["accuracy"], abs=1e-6) or \
+        adapted_run.metrics["adaptation"]["selection"]["epoch"] != len(rows)
+
+
+def test_a_label_free_validator_chooses_the_kept_epoch(trained_run, tmp_path):
+    cfg = _adapt_config(trained_run.run_dir, epochs=3, steps_per_epoch=2, selection="snd")
+    result = train(config_from_dict(cfg), out=str(tmp_path / "run"), quiet=True, echo=lambda s: None)
+    rows = [row for row in result.history if row["stage"] == "adapt"]
+    snd = [r["validator_snd"] for r in rows]
+    kept = int(np.argmax(snd))
+    assert result.metrics["adaptation"]["selection"] == {"criterion": "snd", "epoch": kept + 1, "score": snd[kept]}
+    # model.keras is the kept epoch's classifier: its target test accuracy is that epoch's
+    assert result.metrics["target_test"]["accuracy"] == pytest.approx(rows[kept]["target_test_accuracy"], abs=1e-6)
+
+
+def test_a_target_validator_without_held_back_target_images_is_a_clear_error(trained_run, tmp_path):
+    from kerastl.errors import KerastlError
+
+    cfg = _adapt_config(trained_run.run_dir, epochs=1, steps_per_epoch=1, selection="dev")
+    cfg["target"] = dict(cfg["target"], val_fraction=0.0)
+    with pytest.raises(KerastlError, match="adapt.selection: dev needs .* target.val_fraction above 0"):
+        train(config_from_dict(cfg), out=str(tmp_path / "run"), quiet=True, echo=lambda s: None)
 
 
 def test_adapted_model_is_a_plain_classifier_that_scores_what_the_run_reported(adapted_run):

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from kerastl import runs
+from kerastl.errors import KerastlError
 from kerastl.training.stage import StageContext, StageResult, require_finite
 
 log = logging.getLogger("kerastl")
@@ -30,6 +31,7 @@ def run(ctx: StageContext) -> StageResult:
     from kerastl.models.factory import set_trainable
     from kerastl.training.recipe import annealed_lr, budget, make_optimizer, resolve_bn
     from kerastl.training.selection import best_epoch_callback
+    from kerastl.training.validation import choices, validators_callback
 
     cfg, classifier, source, target = ctx.cfg, ctx.classifier, ctx.source, ctx.target
     ac = cfg.adapt
@@ -75,20 +77,33 @@ def run(ctx: StageContext) -> StageResult:
     val_ds = (build_dataset(val_split, size, batch, source.num_classes,
                             cache=cache_path(cfg.source.cache, "adapt-source", "val", size))
               if val_split is not None and len(val_split) else None)
+    # Held-back target images for the label-free validators: the target validation split
+    # (its labels are not read); the target test split only measures each epoch.
+    heldout = target.splits.get("val")
+    validators = None
+    if val_ds is not None and heldout is not None and len(heldout) > 1:
+        validators = validators_callback(classifier, val_split, heldout, target.splits.get("test"),
+                                         batch=batch, num_classes=target.num_classes, seed=cfg.seed)
     selection = ac.selection
     if selection == "source_val" and val_ds is None:
         log.warning("adapt.selection: source_val needs a source validation split and %s has none "
                     "(source.val_fraction is 0); keeping the last epoch", source.name)
         selection = "last (no source validation split)"
+    elif selection not in ("source_val", "last") and validators is None:
+        raise KerastlError(f"adapt.selection: {selection} needs a source validation split and held-back "
+                           "target images: set source.val_fraction and target.val_fraction above 0")
 
     # === Train ===
     callbacks = [keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: warn_on_collapse(logs, target.num_classes, epoch))]
     best = None
-    if selection == "source_val":
+    if not selection.startswith("last"):
+        monitor = "val_accuracy" if selection == "source_val" else f"validator_{selection}"
         best = best_epoch_callback(classifier.model, ctx.checkpoint.dir / "best-classifier.weights.h5",
-                                   "val_accuracy", ctx.saved(PHASE, "best"))
+                                   monitor, ctx.saved(PHASE, "best"))
         callbacks.insert(0, best)
+    if validators is not None:
+        callbacks.insert(0, validators)  # before the best-epoch callback reads its logs
     ctx.announce(f"== adapt: {ac.method}, {epochs} epoch(s) x {steps} steps, source {source.name} "
                  f"({len(src_train)} labelled) -> target {target.name} ({len(tgt_train)} unlabelled)")
     ctx.fit(model, train_ds, val_ds, phase=PHASE, label=("adapt", ac.method), epochs=epochs, steps=steps,
@@ -111,7 +126,9 @@ def run(ctx: StageContext) -> StageResult:
     report = {
         "method": ac.method,
         "selection": {"criterion": selection, "epoch": selected,
-                      "source_val_accuracy": best.best.get("score") if best else None},
+                      "score": best.best.get("score") if best else None},
+        # Each validator's choice of epoch and, for comparison, the target test accuracy there.
+        "validators": choices([r for r in ctx.history if r.get("stage") == "adapt"]),
         "proxy_a_distance_after": proxy_a_distance(*after, seed=cfg.seed),
         "bn_protocol": ac.bn_protocol,
         "budget": {"epochs": epochs, "steps_per_epoch": steps, "steps": total},

@@ -1,0 +1,91 @@
+"""Scoring every epoch of an adaptation run without target labels.
+
+At the end of each epoch the classifier runs once over three small fixed sets: the source
+validation split (its labels are the source's), held-back target images (the target
+validation split; their labels are never read) and the target test split. The label-free
+validators of `evaluation/validators.py` are computed from the first two and logged as
+`validator_<name>` (so they land in history.csv and can choose the epoch:
+`adapt.selection`). The target test accuracy of the epoch is logged as
+`target_test_accuracy`: it never chooses anything, it is what lets a run (and the
+benchmark) say how close each validator's choice comes to the best epoch there was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kerastl.evaluation.validators import VALIDATORS, score_all
+
+LIMIT = 1000  # images per set: enough for the statistics, cheap enough for every epoch
+
+
+def _arrays(split, size, batch, num_classes, limit=LIMIT):
+    from kerastl.data.pipeline import build_dataset
+
+    sub = split.subset(np.arange(min(len(split), limit)))
+    xs, ys = [], []
+    for x, y in build_dataset(sub, size, batch, num_classes, cache=False):
+        xs.append(np.asarray(x))
+        ys.append(np.argmax(np.asarray(y), axis=1))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def validators_callback(classifier, source_val, target_heldout, target_test, *, batch: int, num_classes: int,
+                        seed: int = 0):
+    """A Keras callback adding `validator_<name>` for every validator (and
+    `target_test_accuracy`) to each epoch's logs; `scores` keeps them per epoch.
+
+    Put it before any callback that reads those logs (the best-epoch one)."""
+    import keras
+
+    size = classifier.input_size
+    sets = {"source": _arrays(source_val, size, batch, num_classes),
+            "target": _arrays(target_heldout, size, batch, num_classes),
+            "test": _arrays(target_test, size, batch, num_classes) if target_test is not None else None}
+
+    def outputs(images):
+        feats, probs = [], []
+        for i in range(0, len(images), batch):
+            f = classifier.features(images[i:i + batch], training=False)
+            feats.append(np.asarray(f, np.float32))
+            probs.append(np.asarray(classifier.head(f, training=False), np.float32))
+        return np.concatenate(feats), np.concatenate(probs)
+
+    class Validators(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.scores: list[dict] = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            fs, ps = outputs(sets["source"][0])
+            ft, pt = outputs(sets["target"][0])  # the held-back target's labels are not read
+            scores = score_all(source_probs=ps, source_labels=sets["source"][1], source_features=fs,
+                               target_probs=pt, target_features=ft, seed=seed)
+            row = {"epoch": epoch + 1, **scores}
+            if sets["test"] is not None:
+                _, p = outputs(sets["test"][0])
+                row["target_test_accuracy"] = float(np.mean(np.argmax(p, axis=1) == sets["test"][1]))
+            self.scores.append(row)
+            if logs is not None:
+                logs.update({f"validator_{k}": v for k, v in scores.items()})
+                if "target_test_accuracy" in row:
+                    logs["target_test_accuracy"] = row["target_test_accuracy"]
+
+    return Validators()
+
+
+def choices(rows: list[dict]) -> dict:
+    """For each validator, the epoch it would choose (highest score; the first of ties) and
+    that epoch's target test accuracy; `oracle` is the epoch with the best target test
+    accuracy (when the rows have it)."""
+    out = {}
+    for name in VALIDATORS:
+        scored = [r for r in rows if np.isfinite(r.get(f"validator_{name}", np.nan))]
+        if scored:
+            best = max(scored, key=lambda r: r[f"validator_{name}"])
+            out[name] = {"epoch": int(best["epoch"]), "target_test_accuracy": best.get("target_test_accuracy")}
+    with_acc = [r for r in rows if "target_test_accuracy" in r]
+    if with_acc:
+        best = max(with_acc, key=lambda r: r["target_test_accuracy"])
+        out["oracle"] = {"epoch": int(best["epoch"]), "target_test_accuracy": best["target_test_accuracy"]}
+    return out
