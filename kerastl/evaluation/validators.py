@@ -98,11 +98,18 @@ def score_all(*, source_probs: np.ndarray, source_labels: np.ndarray, source_fea
     if not all(np.all(np.isfinite(a)) for a in arrays):
         return {name: float("nan") for name in VALIDATORS}
     losses = -np.log(source_probs[np.arange(len(source_labels)), source_labels] + EPS)
-    return {
-        "source_val": float(np.mean(np.argmax(source_probs, axis=1) == source_labels)),
-        "entropy": entropy(target_probs),
-        "im": information_maximization(target_probs),
-        "bnm": bnm(target_probs),
-        "snd": snd(target_probs),
-        "dev": dev(source_features, losses, target_features, seed),
+    compute = {
+        "source_val": lambda: float(np.mean(np.argmax(source_probs, axis=1) == source_labels)),
+        "entropy": lambda: entropy(target_probs),
+        "im": lambda: information_maximization(target_probs),
+        "bnm": lambda: bnm(target_probs),
+        "snd": lambda: snd(target_probs),
+        "dev": lambda: dev(source_features, losses, target_features, seed),
     }
+    scores = {}
+    for name, fn in compute.items():
+        try:
+            scores[name] = fn()
+        except (ValueError, np.linalg.LinAlgError):  # e.g. a degenerate domain classifier fit
+            scores[name] = float("nan")
+    return scores
