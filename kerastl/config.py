@@ -50,7 +50,9 @@ class DataConfig:
     # Fractions carved, deterministically from `seed`, from data that has no such split.
     val_fraction: float = field(default=0.1, metadata={"range": (0.0, 0.9)})
     test_fraction: float = field(default=0.2, metadata={"range": (0.0, 0.9)})
-    # Keep only N labelled training examples per class (the few-label case).
+    # Keep only N labelled training examples per class (the few-label case). With an adapt
+    # section (target): semi-supervised adaptation, the N per class train with labels and
+    # every training image feeds the adaptation loss unlabelled.
     labels_per_class: Optional[int] = field(default=None, metadata={"min": 1})
     # Number of images rendered for `syndigits`.
     num_examples: int = field(default=6000, metadata={"min": 20})

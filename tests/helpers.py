@@ -27,14 +27,22 @@ from conftest import tiny_classifier
 LOGS = {"loss", "cls_loss", "adapt_loss", "source_accuracy", "target_accuracy", "progress"}
 
 
-def paired_batches(n=8, classes=3, seed=0, batch=4):
-    """((xs, ys), (xt, yt)) batches, repeated: what the adapt stage feeds a method."""
+def paired_batches(n=8, classes=3, seed=0, batch=4, labelled=None):
+    """((xs, ys), (xt, yt)) batches, repeated: what the adapt stage feeds a method; with
+    `labelled` (target labels, n // 2 of them), a third part (xl, yl) of labelled target
+    images, as semi-supervised adaptation feeds it."""
     rng = np.random.default_rng(seed)
     xs = rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32")
     xt = rng.uniform(0, 128, (n, 32, 32, 3)).astype("float32")
     ys = keras.utils.to_categorical(rng.integers(0, classes, n), classes)
     yt = keras.utils.to_categorical(rng.integers(0, classes, n), classes)
-    return tf.data.Dataset.from_tensor_slices(((xs, ys), (xt, yt))).batch(batch).repeat()
+    if labelled is None:
+        return tf.data.Dataset.from_tensor_slices(((xs, ys), (xt, yt))).batch(batch).repeat()
+    xl = rng.uniform(0, 128, (n // 2, 32, 32, 3)).astype("float32")
+    yl = keras.utils.to_categorical(labelled, classes)
+    main = tf.data.Dataset.from_tensor_slices(((xs, ys), (xt, yt))).batch(batch)
+    extra = tf.data.Dataset.from_tensor_slices((xl, yl)).batch(batch // 2)
+    return tf.data.Dataset.zip(main, extra).map(lambda a, b: (*a, b)).repeat()
 
 
 def build(method, seed=0, total_steps=6, **hparams):

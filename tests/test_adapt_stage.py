@@ -220,3 +220,17 @@ def test_checkpoint_keeps_only_the_files_its_state_names(adapted_run):
     assert state["phase"].startswith("adapt") and state["epoch"] == 2
     named = {state[key] for key in ("weights", "training")}
     assert {p.name for p in checkpoint.iterdir()} == named | {"state.json", "best-classifier.weights.h5"}
+
+
+def test_semi_supervised_adaptation_trains_on_the_few_target_labels_and_keeps_the_whole_pool(trained_run, tmp_path):
+    from kerastl.data.domain import load_domain
+
+    cfg = _adapt_config(trained_run.run_dir, epochs=1, steps_per_epoch=2)
+    cfg["target"] = dict(cfg["target"], labels_per_class=2)
+    cfg = config_from_dict(cfg)
+    lines = []
+    result = train(cfg, out=str(tmp_path / "run"), quiet=False, echo=lines.append)
+    target = load_domain(cfg.target, cfg.seed, "target")
+    assert len(target.splits["train"]) == 20 and len(target.splits["pool"]) > 20
+    assert result.metrics["adaptation"]["labelled_target_images"] == 20
+    assert any(f"({len(target.splits['pool'])} unlabelled, 20 of them labelled)" in line for line in lines)

@@ -227,3 +227,18 @@ def test_mcd_heads_batchnorm_sees_source_and_target_together_under_the_joint_pro
         expected = expected * bn.momentum + joint_mean * (1 - bn.momentum)
     model.fit(tf.data.Dataset.from_tensors(((xs, ys), (xt, yt))), epochs=1, verbose=0)
     np.testing.assert_allclose(np.asarray(bn.moving_mean), expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", [m for m in CATALOG.names() if m != "target_oracle"])
+def test_labelled_target_images_reach_every_methods_classification_loss(method):
+    """Semi-supervised: a third part of the batch (labelled target images) is classified
+    with the source; change only its labels and the classification loss changes."""
+    classifier = _tiny_classifier()
+    model = build_method(method, classifier, keras.optimizers.SGD(0.0), total_steps=4)
+    losses = []
+    for labels in ([0, 1, 2, 0], [1, 2, 0, 1]):
+        logs = model.fit(paired_batches(labelled=labels), epochs=1, steps_per_epoch=1, verbose=0).history
+        assert np.isfinite(logs["loss"][0]) and np.isfinite(logs["cls_loss"][0])
+        losses.append(logs["cls_loss"][0])
+    assert abs(losses[0] - losses[1]) > 1e-4, (method, losses)
+    keras.backend.clear_session()

@@ -7,16 +7,19 @@ loss is
 
 where each method (one module each, declared in `catalog.py` and registered in `METHODS`)
 defines the adaptation loss and any sub-model it needs (a domain discriminator, a critic,
-a second head). Target
-labels, when the data has them, only feed the `target_accuracy` metric; they never reach
-a loss (except in `target_oracle`, the upper bound).
+a second head). Target labels, when the data has them, only feed the `target_accuracy`
+metric; they never reach a loss (except in `target_oracle`, the upper bound).
+
+Semi-supervised adaptation adds a third part to each batch: a few labelled target images
+(`target.labels_per_class`), which join the source images in the classification loss
+while the unlabelled target images feed the adaptation loss as before.
 
 After training the wrapped `classifier` is a plain classifier: it is what is saved.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import keras
 import numpy as np
@@ -60,6 +63,24 @@ def weighted_mean(values, weights):
     return replicas() * tf.reduce_sum(weights * values) / global_sum(tf.reduce_sum(weights))
 
 
+def split_rows(joint, parts):
+    """`joint` (rows of the concatenated `parts`) cut back into one tensor per part."""
+    out, start = [], 0
+    for i, part in enumerate(parts):
+        n = tf.shape(part)[0]
+        out.append(joint[start:] if i == len(parts) - 1 else joint[start:start + n])
+        start = start + n
+    return out
+
+
+def every_labelled(ys, ps, yl=None, pl=None):
+    """(labels, probabilities) of every labelled image of a step: the source's, and the
+    labelled target images' (semi-supervised) when there are any."""
+    if pl is None:
+        return ys, ps
+    return tf.concat([ys, tf.cast(yl, ys.dtype)], axis=0), tf.concat([ps, tf.cast(pl, ps.dtype)], axis=0)
+
+
 # How target images meet BatchNormalization during training, the same for every method:
 # `joint`: one pass over source + target (batch statistics of both, as DANN/TLlib do);
 # `separate`: one pass per domain (each normalised by its own batch statistics);
@@ -78,6 +99,8 @@ class Batch(NamedTuple):
     ft: tf.Tensor  # target features
     ps: tf.Tensor  # source class probabilities
     pt: tf.Tensor  # target class probabilities
+    yl: Optional[tf.Tensor] = None  # labels of the labelled target images (semi-supervised)
+    pl: Optional[tf.Tensor] = None  # their class probabilities
 
 
 class AdaptationModel(keras.Model):
@@ -166,35 +189,42 @@ class AdaptationModel(keras.Model):
         """(loss, logs dict) of the adaptation term for one forward pass."""
         return tf.constant(0.0), {}
 
-    def forward(self, xs, ys, xt, yt) -> Batch:
-        """Features and predictions of both domains under the run's BN protocol."""
+    def forward(self, xs, ys, xt, yt, labelled=None) -> Batch:
+        """Features and predictions of both domains (and of the labelled target images,
+        `labelled` = (xl, yl), if any) under the run's BN protocol."""
+        xl, yl = labelled if labelled is not None else (None, None)
+        feats = self.domain_features(xs, xt, xl)
         if self.bn_protocol == "joint":
             # One pass over the concatenated batch: BatchNormalization sees both domains.
-            f = self.features(tf.concat([xs, xt], axis=0), training=True)
-            p = self.head(f, training=True)
-            n = tf.shape(xs)[0]
-            return Batch(xs, ys, xt, yt, f[:n], f[n:], p[:n], p[n:])
-        fs, ft = self.domain_features(xs, xt)
-        target_training = self.bn_protocol == "separate"
-        return Batch(xs, ys, xt, yt, fs, ft, self.head(fs, training=True), self.head(ft, training=target_training))
+            probs = split_rows(self.head(tf.concat(feats, axis=0), training=True), feats)
+        else:
+            target_training = self.bn_protocol == "separate"
+            probs = [self.head(feats[0], training=True), *(self.head(f, training=target_training) for f in feats[1:])]
+        return Batch(xs, ys, xt, yt, feats[0], feats[1], probs[0], probs[1],
+                     yl, probs[2] if xl is not None else None)
 
-    def domain_features(self, xs, xt):
-        """(source, target) features under the run's BN protocol, for methods that run the
-        heads themselves (MCD)."""
+    def domain_features(self, xs, xt, xl=None):
+        """[source, target(, labelled target)] features under the run's BN protocol, for
+        methods that run the heads themselves (MCD); labelled target images are target
+        images to BatchNormalization."""
+        parts = [xs, xt] if xl is None else [xs, xt, xl]
         if self.bn_protocol == "joint":
-            f = self.features(tf.concat([xs, xt], axis=0), training=True)
-            n = tf.shape(xs)[0]
-            return f[:n], f[n:]
-        return self.features(xs, training=True), self.features(xt, training=self.bn_protocol == "separate")
+            return split_rows(self.features(tf.concat(parts, axis=0), training=True), parts)
+        target_training = self.bn_protocol == "separate"
+        return [self.features(xs, training=True), *(self.features(x, training=target_training) for x in parts[1:])]
 
     def classification_loss(self, batch: Batch):
-        return tf.reduce_mean(keras.losses.categorical_crossentropy(batch.ys, batch.ps))
+        """Cross-entropy over every labelled image: the source's and, semi-supervised, the
+        labelled target images' (one mean: each image counts once)."""
+        y, p = every_labelled(batch.ys, batch.ps, batch.yl, batch.pl)
+        return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p))
 
-    def update(self, xs, ys, xt, yt):
-        """One training step on a paired batch; returns the logs."""
+    def update(self, xs, ys, xt, yt, labelled=None):
+        """One training step on a paired batch (and labelled target images, `labelled` =
+        (xl, yl), when semi-supervised); returns the logs."""
 
         def loss_fn():
-            batch = self.forward(xs, ys, xt, yt)
+            batch = self.forward(xs, ys, xt, yt, labelled)
             cls = self.classification_loss(batch)
             adapt, logs = self.adaptation_loss(batch)
             loss = tf.cast(cls, tf.float32) + self.weight * tf.cast(adapt, tf.float32)
@@ -257,8 +287,8 @@ class AdaptationModel(keras.Model):
         return loss, aux
 
     def train_step(self, data):
-        (xs, ys), (xt, yt) = data
-        logs = self.update(xs, ys, xt, yt)
+        (xs, ys), (xt, yt), *labelled = data  # a third part: labelled target images
+        logs = self.update(xs, ys, xt, yt, labelled[0] if labelled else None)
         self.steps_done.assign_add(1)  # after the logs read `progress`
         return logs
 

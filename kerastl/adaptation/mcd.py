@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, Batch, register
+from kerastl.adaptation.base import AdaptationModel, Batch, split_rows, every_labelled, register
 from kerastl.adaptation.catalog import Param, declare
 
 declare("mcd", "MCD", "two heads disagree on the target, features make them agree (Saito et al. 2018)",
@@ -33,38 +33,42 @@ class MCD(AdaptationModel):
     def extra_variables(self):
         return self.head2.trainable_variables
 
-    def update(self, xs, ys, xt, yt):
+    def update(self, xs, ys, xt, yt, labelled=None):
         g_vars = self.features.trainable_variables
         f_vars = self.head.trainable_variables + self.head2.trainable_variables
+        xl, yl = labelled if labelled is not None else (None, None)
 
         def ce(y, p):
             return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p))
 
         # Every step passes both domains through the features and both heads under the run's
         # BN protocol (joint by default, as TLlib's MCD), so the heads' BatchNormalization
-        # layers (model.hidden_bn) see what the backbone's see.
-        def heads(fs, ft):
+        # layers (model.hidden_bn) see what the backbone's see. Returns each head's
+        # [source, target(, labelled target)] predictions.
+        def heads(feats):
             if self.bn_protocol == "joint":
-                n = tf.shape(fs)[0]
-                joint = tf.concat([fs, ft], axis=0)
-                p1, p2 = self.head(joint, training=True), self.head2(joint, training=True)
-                return p1[:n], p1[n:], p2[:n], p2[n:]
+                joint = tf.concat(feats, axis=0)
+                return (split_rows(self.head(joint, training=True), feats),
+                        split_rows(self.head2(joint, training=True), feats))
             target_training = self.bn_protocol == "separate"
-            return (self.head(fs, training=True), self.head(ft, training=target_training),
-                    self.head2(fs, training=True), self.head2(ft, training=target_training))
+            return tuple([h(feats[0], training=True), *(h(f, training=target_training) for f in feats[1:])]
+                         for h in (self.head, self.head2))
 
-        def step_a():  # (A) features and both heads learn the source
-            ps1, _, ps2, _ = heads(*self.domain_features(xs, xt))
-            return ce(ys, ps1) + ce(ys, ps2), None
+        def labelled_ce(p):  # the source's labels and, semi-supervised, the labelled target's
+            return ce(*every_labelled(ys, p[0], yl, p[2] if xl is not None else None))
 
-        def step_b():  # (B) fixed features: heads learn the source, disagree on the target
-            ps1, pt1, ps2, pt2 = heads(*(tf.stop_gradient(f) for f in self.domain_features(xs, xt)))
-            disc = discrepancy(pt1, pt2)
-            return ce(ys, ps1) + ce(ys, ps2) - disc, disc
+        def step_a():  # (A) features and both heads learn the labelled images
+            p1, p2 = heads(self.domain_features(xs, xt, xl))
+            return labelled_ce(p1) + labelled_ce(p2), None
+
+        def step_b():  # (B) fixed features: heads learn the labelled images, disagree on the target
+            p1, p2 = heads([tf.stop_gradient(f) for f in self.domain_features(xs, xt, xl)])
+            disc = discrepancy(p1[1], p2[1])
+            return labelled_ce(p1) + labelled_ce(p2) - disc, disc
 
         def step_c():  # (C) features make the heads agree on the target
-            _, pt1, _, pt2 = heads(*self.domain_features(xs, xt))
-            return discrepancy(pt1, pt2), None
+            p1, p2 = heads(self.domain_features(xs, xt, xl))
+            return discrepancy(p1[1], p2[1]), None
 
         loss_a, _ = self.minimize(step_a, g_vars + f_vars)
         _, disc_b = self.minimize(step_b, f_vars)

@@ -43,5 +43,8 @@ def load_domain(cfg, seed: int, origin: str) -> DomainData:
         raise DataError(f"{origin}.dataset: {name!r} has no training examples")
     if cfg.labels_per_class:
         index = take_per_class(splits["train"].labels, cfg.labels_per_class, seed, origin)
+        # `pool`: every training image, for adaptation's unlabelled target stream (its
+        # labels are not used); `train`: the few labelled ones.
+        splits["pool"] = splits["train"]
         splits["train"] = splits["train"].subset(index)
     return DomainData(name=name, class_names=list(class_names), splits=splits, skipped=data.skipped)

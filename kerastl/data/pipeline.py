@@ -157,19 +157,26 @@ def steps_per_epoch(split: Split, batch_size: int) -> int:
 
 
 def paired_dataset(source_split: Split, target_split: Split, size: int, batch: int, num_classes: int, seed: int,
-                   steps: int, epochs: int, initial_epoch: int, augmenters, caches=(True, True)):
+                   steps: int, epochs: int, initial_epoch: int, augmenters, caches=(True, True),
+                   labelled_split: Split | None = None, labelled_cache=True):
     """((xs, ys), (xt, yt)) batches of batch/2 + batch/2 for domain adaptation, `epochs *
-    steps` of them from `initial_epoch` on; the shorter domain is repeated."""
+    steps` of them from `initial_epoch` on; the shorter domain is repeated.
+
+    With `labelled_split` (a few labelled target images: semi-supervised adaptation) each
+    batch has a third part (xl, yl) of batch/4 of them, augmented as the target is."""
     import math
 
     import tensorflow as tf
 
     half = max(batch // 2, 1)
     total = steps * epochs
+    streams = [(source_split, augmenters[0], caches[0], half), (target_split, augmenters[1], caches[1], half)]
+    if labelled_split is not None:
+        streams.append((labelled_split, augmenters[1], labelled_cache, max(half // 2, 1)))
     parts = []
-    for i, (split, augmenter, cache) in enumerate(zip((source_split, target_split), augmenters, caches)):
-        needed = math.ceil(total / steps_per_epoch(split, half))
-        parts.append(build_dataset(split, size, half, num_classes, training=True, cache=cache,
+    for i, (split, augmenter, cache, size_of_batch) in enumerate(streams):
+        needed = math.ceil(total / steps_per_epoch(split, size_of_batch))
+        parts.append(build_dataset(split, size, size_of_batch, num_classes, training=True, cache=cache,
                                    seed=seed * 7 + i, augmenter=augmenter, epochs=needed))
     ds = tf.data.Dataset.zip(tuple(parts)).take(total)
     return ds.skip(initial_epoch * steps).prefetch(tf.data.AUTOTUNE)

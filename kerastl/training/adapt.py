@@ -2,7 +2,9 @@
 
 Batches pair labelled source images with unlabelled target images, half and half; the
 shorter domain is repeated. Target labels feed only the `target_accuracy` metric (and the
-loss of `target_oracle`, the upper bound). The model kept is chosen without target labels
+loss of `target_oracle`, the upper bound), except the few that `target.labels_per_class`
+keeps: semi-supervised, those labelled target images (a quarter batch per step) join the
+source in the classification loss, while all target training images stay unlabelled. The model kept is chosen without target labels
 (`adapt.selection`), and a 2-D PCA picture of source and target features before and after,
 with the proxy A-distance between the domains, is written into the run.
 """
@@ -37,7 +39,11 @@ def run(ctx: StageContext) -> StageResult:
     ac = cfg.adapt
     batch, size = cfg.train.batch_size, classifier.input_size
     half = max(batch // 2, 1)
-    src_train, tgt_train = source.splits["train"], target.splits["train"]
+    src_train = source.splits["train"]
+    # Semi-supervised (target.labels_per_class): the few labelled target images join the
+    # classification loss; every target training image feeds the unlabelled stream.
+    tgt_labelled = target.splits["train"] if "pool" in target.splits else None
+    tgt_train = target.splits.get("pool", target.splits["train"])
     steps = ac.steps_per_epoch or max(steps_per_epoch(src_train, half), steps_per_epoch(tgt_train, half))
     epochs, steps = budget(ac.epochs, steps, ac.steps)
     total = steps * epochs
@@ -72,7 +78,9 @@ def run(ctx: StageContext) -> StageResult:
     train_ds = paired_dataset(src_train, tgt_train, size, batch, target.num_classes, cfg.seed,
                               steps, epochs, initial_epoch, (ctx.augmenters["source"], ctx.augmenters["target"]),
                               caches=(cache_path(cfg.source.cache, "adapt-source", "train", size),
-                                      cache_path(cfg.target.cache, "adapt-target", "train", size)))
+                                      cache_path(cfg.target.cache, "adapt-target", "train", size)),
+                              labelled_split=tgt_labelled,
+                              labelled_cache=cache_path(cfg.target.cache, "adapt-target", "labelled", size))
     val_split = source.splits.get("val")
     val_ds = (build_dataset(val_split, size, batch, source.num_classes,
                             cache=cache_path(cfg.source.cache, "adapt-source", "val", size))
@@ -104,8 +112,10 @@ def run(ctx: StageContext) -> StageResult:
         callbacks.insert(0, best)
     if validators is not None:
         callbacks.insert(0, validators)  # before the best-epoch callback reads its logs
+    target_text = f"{target.name} ({len(tgt_train)} unlabelled" + (
+        f", {len(tgt_labelled)} of them labelled)" if tgt_labelled is not None else ")")
     ctx.announce(f"== adapt: {ac.method}, {epochs} epoch(s) x {steps} steps, source {source.name} "
-                 f"({len(src_train)} labelled) -> target {target.name} ({len(tgt_train)} unlabelled)")
+                 f"({len(src_train)} labelled) -> target {target_text}")
     ctx.fit(model, train_ds, val_ds, phase=PHASE, label=("adapt", ac.method), epochs=epochs, steps=steps,
             callbacks=callbacks, extra_state=lambda: {"best": best.best if best else {}})
     require_finite(ctx, f"lower adapt.lr (now {ac.lr}) or adapt.weight (now {ac.weight})")
@@ -132,6 +142,7 @@ def run(ctx: StageContext) -> StageResult:
         "proxy_a_distance_after": proxy_a_distance(*after, seed=cfg.seed),
         "bn_protocol": ac.bn_protocol,
         "budget": {"epochs": epochs, "steps_per_epoch": steps, "steps": total},
+        "labelled_target_images": len(tgt_labelled) if tgt_labelled is not None else 0,
     }
     if adabn is not None:
         report["adabn"] = adabn
@@ -145,8 +156,7 @@ def run(ctx: StageContext) -> StageResult:
     draw_embedding(ctx.run_dir / "embedding.png", panels)
 
     return StageResult(
-        trained=(f"adapt ({ac.method}) {source.name} ({len(src_train)} labelled) -> "
-                 f"{target.name} ({len(tgt_train)} unlabelled)"),
+        trained=f"adapt ({ac.method}) {source.name} ({len(src_train)} labelled) -> {target_text}",
         report=report,
         lines=[f"  adapted  {ac.method}; kept epoch {selected} by {selection}"
                + (f"; AdaBN on {adabn['target_images']} target images" if adabn else "") + "; proxy A-distance "
