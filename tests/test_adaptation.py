@@ -242,3 +242,31 @@ def test_labelled_target_images_reach_every_methods_classification_loss(method):
         losses.append(logs["cls_loss"][0])
     assert abs(losses[0] - losses[1]) > 1e-4, (method, losses)
     keras.backend.clear_session()
+
+
+def test_mme_head_ascends_the_target_entropy_and_the_features_descend_it():
+    from kerastl.adaptation.base import Batch
+
+    classifier = _tiny_classifier()
+    model = build_method("mme", classifier, keras.optimizers.SGD(0.0), total_steps=2)
+    (xs, ys), (xt, yt) = next(iter(paired_batches()))
+    head_vars, feat_vars = classifier.head.trainable_variables, classifier.features.trainable_variables
+
+    def grads(loss_of_features):
+        with tf.GradientTape() as tape:
+            loss = loss_of_features(classifier.features(xt, training=True))
+        return tape.gradient(loss, head_vars + feat_vars)
+
+    def adaptation(ft):
+        return model.adaptation_loss(Batch(xs, ys, xt, yt, None, ft, None, None))[0]
+
+    def entropy(ft):
+        p = classifier.head(ft, training=True)
+        return tf.reduce_mean(-tf.reduce_sum(p * tf.math.log(p + 1e-7), axis=1))
+
+    got, plain = grads(adaptation), grads(entropy)
+    n = len(head_vars)
+    for g, e in zip(got[:n], plain[:n]):  # head: minimising -H ascends H
+        np.testing.assert_allclose(np.asarray(g), -np.asarray(e), rtol=1e-4, atol=1e-7)
+    for g, e in zip(got[n:], plain[n:]):  # features: the reversed gradient descends H
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-7)
