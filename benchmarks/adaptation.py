@@ -87,6 +87,36 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
     return out
 
 
+def validator_table(rows: list[dict], methods: list[str]) -> list[str]:
+    """Label-free selection: the mean target test accuracy of the epoch each validator
+    chooses, per method, against the oracle's choice (the epoch with the best target
+    accuracy); the last row is each validator's mean shortfall from the oracle."""
+    from kerastl.evaluation.validators import VALIDATORS
+
+    done = [r for r in rows if r.get("validators")]
+    if not done:
+        return []
+    names = [*VALIDATORS, "oracle"]
+    lines = ["", "Label-free selection: target test accuracy of the epoch each validator chooses "
+             "(mean over seeds; `oracle` chooses by target test accuracy itself, which no real run can)", "",
+             "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    gaps = {n: [] for n in names}
+    for m in methods:
+        mine = [r["validators"] for r in done if r["method"] == m]
+        if not mine:
+            continue
+        cells = []
+        for n in names:
+            accs = [v[n]["target_test_accuracy"] for v in mine if n in v]
+            cells.append(f"{statistics.mean(accs):.3f}" if accs else "-")
+            if accs and m != "target_oracle":
+                gaps[n] += [v["oracle"]["target_test_accuracy"] - v[n]["target_test_accuracy"] for v in mine if n in v]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("| below the oracle (mean over all runs but target_oracle) | "
+                 + " | ".join(f"{statistics.mean(g):.3f}" if g else "-" for g in gaps.values()) + " |")
+    return lines
+
+
 def commit() -> str:
     proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return proc.stdout.strip() or "unknown"
@@ -113,6 +143,7 @@ def write(rows, summary, seeds, overrides, name="adaptation", task="syndigits->d
         lines.append(f"| {m} | {s['mean']:.3f} ± {s['stdev']:.3f} | "
                      + ", ".join(f"{a:.3f}" for a in s["runs"]) + f" | {gap_text} | {s['source_val']:.3f} "
                      f"| {s['seconds']:.0f} |")
+    lines += validator_table(rows, list(summary))
     failed = [r for r in rows if "error" in r]
     if failed:
         lines += ["", "Failed runs: " + ", ".join(f"{r['method']} seed {r['seed']}" for r in failed)]
