@@ -31,9 +31,37 @@ def _user_errors(fn):
     return wrapper
 
 
+# The commands that run TensorFlow.
+_TF_COMMANDS = {"train", "evaluate", "predict", "export", "convert"}
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with the process's stderr (file descriptor 2) sent to /dev/null.
+
+    TensorFlow 2.21 writes its start-up lines (the absl "before InitializeLog" notice,
+    oneDNN, CUDA probing) from C++ while it is imported, before TF_CPP_MIN_LOG_LEVEL or any
+    Python logger can act, so only the descriptor itself can hold them back. An import
+    error still raises here, after stderr is restored.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kerastl")
-def main():
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own start-up and C++ log lines.")
+@click.pass_context
+def main(ctx, verbose):
     """kerastl: transfer learning with keras.applications backbones, from YAML configs.
 
     \b
@@ -45,6 +73,10 @@ def main():
     kerastl convert saved_models/RUN --quantize int8   TFLite for phones
     kerastl backbones                   the backbones you can use
     """
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    elif ctx.invoked_subcommand in _TF_COMMANDS:
+        _import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.ERROR)
     # TensorFlow's Python logger announces every SavedModel asset it writes.

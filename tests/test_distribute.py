@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,11 +70,20 @@ def test_steps_on_two_replicas_equal_steps_on_one_device(method, replica_steps):
 # apart slightly; see README, tf.distribute.)
 
 
+# A line of TensorFlow's C++ logging (absl format: I0000 00:00:... file.cc:N] ...) or its
+# notice that such lines come before absl::InitializeLog.
+TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog")
+
+
 def _reference_run(config, out):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user runs it
     proc = subprocess.run([sys.executable, "-m", "kerastl", "train", config, "--quiet", "--out", str(out),
                            "--set", "distribute.strategy=mirrored", "--set", "distribute.cpu_devices=2"],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The terminal stays free of TensorFlow's start-up and C++ log lines (--verbose shows them).
+    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if TF_LOG_LINE.search(line)]
+    assert not noise, noise
     return json.loads((out / "metrics.json").read_text())
 
 def _mw_config(trained_run, adapt=False):
