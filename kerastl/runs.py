@@ -152,6 +152,25 @@ def read_config(run):
 
 def load_model(run):
     """RUN/model.keras, loaded in safe mode without compiling."""
+    return load_keras(Path(run) / MODEL)
+
+
+def load_keras(path):
+    """A .keras file, loaded without compiling in Keras' safe mode: a file cannot run code
+    of its own. A file that would (a Python `Lambda` layer) is refused with one line that
+    says so, instead of Keras' traceback."""
     import keras
 
-    return keras.saving.load_model(Path(run) / MODEL, compile=False, safe_mode=True)
+    from kerastl.errors import ModelError
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as err:
+        if "safe_mode=False" not in str(err):
+            raise
+        raise ModelError(
+            f"{path}: refused for safety: it holds a Lambda layer with Python code, which would run on "
+            "loading, and kerastl loads models in Keras' safe mode (kerastl's own runs never hold one). "
+            "Rebuild the model from built-in layers, or load it yourself with "
+            "keras.saving.load_model(path, safe_mode=False) if you trust where it came from"
+        ) from None

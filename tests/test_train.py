@@ -182,6 +182,22 @@ def test_cli_predict_and_evaluate_on_a_missing_run(tmp_path):
     assert result.exit_code == 2 and "not a finished kerastl run" in result.output
 
 
+def test_cli_predict_refuses_a_model_with_python_code_in_one_line(tmp_path):
+    import keras
+    from PIL import Image
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "lambda.keras"), str(tmp_path / "x.png")])
+    assert result.exit_code == 2
+    assert "lambda.keras: refused for safety: it holds a Lambda layer" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_backbones_command_lists_every_family():
     result = CliRunner().invoke(main, ["backbones"])
     assert result.exit_code == 0

@@ -64,10 +64,8 @@ class Artifact:
 
 
 def load_keras(path):
-    import keras
-
     # safe_mode: a .keras file cannot run code of its own (no lambda deserialization).
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    return runs.load_keras(path)
 
 
 class KerasArtifact(Artifact):
