@@ -32,7 +32,7 @@ def _user_errors(fn):
 
 
 # The commands that run TensorFlow.
-_TF_COMMANDS = {"train", "evaluate", "predict", "export", "convert"}
+_TF_COMMANDS = {"train", "evaluate", "predict", "export", "convert", "report"}
 
 
 def _import_tensorflow_quietly():
@@ -261,6 +261,19 @@ def backbones(family):
             continue
         pre = "inside the model" if spec.preprocessing == "none" else f"'{spec.preprocessing}' mode"
         click.echo(f"{name:<20}{spec.family:<20}{spec.default_size:>12}{spec.min_size:>10}  {pre}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@_user_errors
+def report(run):
+    """Write RUN/report.html: one self-contained page of the run (config, data, curves,
+    metrics, per-class scores, confusion matrix, confidently wrong images, calibration,
+    embeddings of adapted runs, exports). `kerastl train` writes it at the end too."""
+    from kerastl.evaluation.report import write_report
+
+    path = write_report(run)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 @main.command()

@@ -130,6 +130,9 @@ class TrainConfig:
     mixed_precision: Optional[Literal["mixed_float16", "mixed_bfloat16"]] = None
     # Compile train steps with XLA.
     jit_compile: bool = False
+    # Write report.html (one self-contained page of the run) at the end; `kerastl report
+    # RUN` writes it any time later.
+    report: bool = True
 
 
 @dataclass

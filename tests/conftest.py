@@ -31,6 +31,7 @@ TINY = {
     },
     "train": {
         "batch_size": 32,
+        "report": False,  # the report tests write theirs
         "pretrain": {"epochs": 3, "lr": 0.005},
         "finetune": {"head_epochs": 2, "epochs": 4, "lr": 0.002},
     },

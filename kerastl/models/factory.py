@@ -216,6 +216,18 @@ def nested_backbone(model):
     return nested[0]
 
 
+def features_model(model):
+    """The features part (image -> pooled or bottleneck output) of a kerastl classifier
+    read from a file; a classifier built here names it in its `Classifier` handle."""
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    last = "bottleneck_relu" if "bottleneck_relu" in names else "pool"
+    if last not in names:
+        raise ModelError(f"{model.name} is not a kerastl classifier (no {last!r} layer)")
+    return keras.Model(model.input, model.get_layer(last).output, name="features")
+
+
 def set_trainable(backbone, policy, bn: str):
     """Applies a freezing policy to `backbone` (a `Classifier`'s).
 

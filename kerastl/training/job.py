@@ -10,6 +10,7 @@ checkpoint is replaced atomically, so `--resume` continues from the last finishe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -82,6 +83,7 @@ def _train_non_chief(cfg, *, out, resume, quiet, echo) -> RunResult:
             if (run / runs.CHECKPOINT).exists():
                 shutil.copytree(run / runs.CHECKPOINT, scratch / runs.CHECKPOINT)
         runs.atomic_write(scratch / runs.CONFIG, dump_config(cfg))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, report=False))  # the chief's job
         return run_job(cfg, scratch, resume=bool(resume), quiet=quiet, echo=echo)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -166,6 +168,7 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         sync_batchnorm(classifier.model, False)  # the saved model runs anywhere, one device
         runs.atomic_save(run_dir / runs.MODEL, classifier.model.save)
         runs.write_json(run_dir / runs.METRICS, metrics)
+        report = _write_report(cfg, run_dir, classifier.model, source, target) if cfg.train.report else None
 
     epochs_run = len(history) - resumed_rows
     lines = [
@@ -190,9 +193,24 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         lines.append(f"  devices  {dist['strategy']}: {dist['replicas']} replica(s) on {dist['workers']} worker(s); "
                      f"weights sha256 {digest[:16]}")
     lines.append(f"  saved    {run_dir / runs.MODEL}, {runs.METRICS}, {runs.HISTORY}, logs/")
+    if report is not None:
+        lines.append(f"  report   {report}")
     # The summary shows even with --quiet, which only silences progress bars.
     echo("\n".join(lines))
     return RunResult(run_dir=run_dir, metrics=metrics, history=history, epochs_run=epochs_run)
+
+
+def _write_report(cfg, run_dir, model, source, target):
+    """RUN/report.html, or None with a warning when it cannot be made: the run itself is
+    saved by then and stays as it is (`kerastl report RUN` can try again)."""
+    from kerastl.evaluation.report import write_report
+
+    try:
+        return write_report(run_dir, cfg=cfg, model=model, source=source, target=target)
+    except Exception as err:  # noqa: BLE001 (a report must never cost the user the run)
+        log.warning("report.html was not written (%s: %s); the run is saved; try `kerastl report %s`",
+                    type(err).__name__, err, run_dir)
+        return None
 
 
 def _check_classes(source, target):

@@ -80,10 +80,20 @@ class StageContext:
 
         from kerastl.training.checkpoint import checkpoint_callback
 
-        def record(epoch, logs):
-            self.history.append({"stage": label[0], "phase": label[1], "epoch": epoch + 1,
-                                 **{k: float(v) for k, v in logs.items()}})
-            runs.write_history(self.run_dir, self.history)
+        history, run_dir = self.history, self.run_dir
+
+        class Record(keras.callbacks.Callback):
+            """One history row per epoch: the logs and the learning rate the epoch ended at."""
+
+            def on_epoch_end(self, epoch, logs=None):
+                row = {"stage": label[0], "phase": label[1], "epoch": epoch + 1,
+                       **{k: float(v) for k, v in (logs or {}).items()}}
+                try:
+                    row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+                except (AttributeError, TypeError, ValueError):
+                    pass  # no optimizer, or a rate that is not one number
+                history.append(row)
+                runs.write_history(run_dir, history)
 
         def state_of(epoch):
             finished = {phase} if epoch + 1 == epochs else set()
@@ -91,7 +101,7 @@ class StageContext:
                     "history": self.history, **extra_state()}
 
         return [
-            keras.callbacks.LambdaCallback(on_epoch_end=record),
+            Record(),
             checkpoint_callback(self.checkpoint, self.classifier.model, phase, state_of),
             keras.callbacks.TensorBoard(str(self.run_dir / "logs" / phase.replace("/", "_"))),
             keras.callbacks.TerminateOnNaN(),

@@ -1,0 +1,425 @@
+"""`kerastl report RUN`: one self-contained HTML page of a run (`RUN/report.html`).
+
+Everything is inside the file (plots are PNGs embedded as data URIs), so it can be mailed
+or attached to a ticket. Sections, each an element with its id:
+
+    config       the resolved config
+    data         images per class per split, skipped files and why
+    curves       training curves per stage/phase (losses, accuracies, learning rate; for
+                 adaptation also the adaptation loss, domain accuracy, lambda, the share of
+                 the top target class and the label-free validators next to target accuracy)
+    metrics      final metrics per split (the numbers of metrics.json)
+    per-class    precision / recall / F1 per class on the target test split
+    confusion    the confusion matrix
+    wrong        the most confidently wrong target test images, true and predicted labels
+    calibration  reliability diagram and expected calibration error
+    embedding    adapted runs: source and target features before and after (t-SNE; PCA
+                 when t-SNE cannot run) and the proxy A-distance
+    exports      the exports table, when the run has exports
+
+Plots use matplotlib's Agg backend (no display needed). Every number shown in the metrics
+table carries a `data-metric` attribute naming its metrics.json key, which the tests use
+to check the page against the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kerastl import runs
+
+REPORT = "report.html"
+WRONG_GRID = 16  # images in the "confidently wrong" grid
+EMBED_POINTS = 400  # per domain, for t-SNE
+
+# History columns plotted together, per panel (whatever of them a run has).
+PANELS = [
+    ("loss", ["loss", "val_loss", "cls_loss", "val_cls_loss", "adapt_loss"]),
+    ("accuracy", ["accuracy", "val_accuracy", "source_accuracy", "target_accuracy", "target_test_accuracy",
+                  "domain_accuracy", "target_top_class_share"]),
+    ("learning rate and lambda", ["lr", "lambda"]),
+    ("label-free validators (higher is better)", None),  # every validator_* column
+]
+
+
+# --- collecting ---------------------------------------------------------------------
+
+def read_history(run: Path) -> list[dict]:
+    path = run / runs.HISTORY
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: (_number(v) if k not in ("stage", "phase") else v) for k, v in row.items()})
+    return rows
+
+
+def _number(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def class_counts(domain) -> dict:
+    """{split: [images per class]} of a DomainData (labels only, no image is read)."""
+    out = {}
+    for name, split in domain.splits.items():
+        if name == "pool":
+            continue
+        out[name] = np.bincount(np.asarray(split.labels, int), minlength=domain.num_classes).tolist()
+    return out
+
+
+def predictions(model, split, batch: int, num_classes: int):
+    """(uint8 images, probabilities, labels) of a split."""
+    from kerastl.data.pipeline import build_dataset
+
+    size = int(model.input_shape[1])
+    images, probs, labels = [], [], []
+    for x, y in build_dataset(split, size, batch, num_classes, cache=False):
+        images.append(np.clip(np.asarray(x), 0, 255).astype(np.uint8))
+        probs.append(np.asarray(model(x, training=False)))
+        labels.append(np.argmax(np.asarray(y), axis=1))
+    return np.concatenate(images), np.concatenate(probs), np.concatenate(labels)
+
+
+def calibration(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict:
+    """Reliability bins (confidence, accuracy, count) and the expected calibration error."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        n = int(inside.sum())
+        if n:
+            acc, mean_conf = float(correct[inside].mean()), float(conf[inside].mean())
+            ece += n / len(conf) * abs(acc - mean_conf)
+            rows.append({"lo": float(lo), "hi": float(hi), "confidence": mean_conf, "accuracy": acc, "count": n})
+    return {"bins": rows, "ece": float(ece)}
+
+
+def embed_2d(points: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D coordinates of `points` by t-SNE (scikit-learn), or by PCA when t-SNE cannot run."""
+    try:
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30, max(2, (len(points) - 1) // 3)))
+        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points), "t-SNE"
+    except (ValueError, ImportError):
+        centred = points - points.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        return centred @ vt[:2].T, "PCA"
+
+
+# --- plots ----------------------------------------------------------------------------
+
+def _figure(width=6.0, height=3.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), dpi=80)
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def curve_plots(history: list[dict]) -> list[tuple[str, str]]:
+    """[(title, data URI)] one figure per stage/phase with a panel per group of columns."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    groups: dict[tuple, list[dict]] = {}
+    for row in history:
+        groups.setdefault((row.get("stage"), row.get("phase")), []).append(row)
+    for (stage, phase), rows in groups.items():
+        columns = set().union(*(r.keys() for r in rows))
+        panels = []
+        for title, names in PANELS:
+            names = sorted(c for c in columns if c.startswith("validator_")) if names is None else names
+            present = [n for n in names if n in columns and any(np.isfinite(r.get(n, np.nan)) for r in rows)]
+            if present:
+                panels.append((title, present))
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.0), dpi=80, squeeze=False)
+        epochs = [r["epoch"] for r in rows]
+        for ax, (title, names) in zip(axes[0], panels):
+            for n in names:
+                ax.plot(epochs, [r.get(n, np.nan) for r in rows], marker=".", label=n.replace("validator_", ""))
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=6)
+        fig.suptitle(f"{stage} / {phase}", fontsize=10)
+        out.append((f"{stage} / {phase}", _png(fig)))
+    return out
+
+
+def confusion_plot(matrix: np.ndarray, class_names: list[str]) -> str:
+    fig, ax = _figure(4.5, 4.0)
+    ax.imshow(matrix, cmap="Blues")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, fontsize=7, rotation=90)
+    ax.set_yticks(ticks, class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(class_names) <= 20:
+        for i in ticks:
+            for j in ticks:
+                if matrix[i, j]:
+                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    return _png(fig)
+
+
+def wrong_grid(images, probs, labels, class_names) -> tuple[str | None, int]:
+    """The most confidently wrong images as a grid; (data URI or None, how many are wrong)."""
+    import matplotlib.pyplot as plt
+
+    preds = probs.argmax(axis=1)
+    wrong = np.flatnonzero(preds != labels)
+    if not len(wrong):
+        return None, 0
+    chosen = wrong[np.argsort(-probs[wrong, preds[wrong]])][:WRONG_GRID]
+    cols = min(8, len(chosen))
+    rows = int(np.ceil(len(chosen) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.45 * rows), dpi=80, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, chosen):
+        ax.imshow(images[i])
+        ax.set_title(f"{class_names[labels[i]]} -> {class_names[preds[i]]}\n{probs[i, preds[i]]:.2f}", fontsize=6)
+    return _png(fig), int(len(wrong))
+
+
+def reliability_plot(cal: dict) -> str:
+    fig, ax = _figure(3.6, 3.2)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    for b in cal["bins"]:
+        ax.bar((b["lo"] + b["hi"]) / 2, b["accuracy"], width=b["hi"] - b["lo"], edgecolor="black",
+               color="tab:blue", alpha=0.7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"ECE {cal['ece']:.3f}", fontsize=9)
+    return _png(fig)
+
+
+def embedding_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], seed: int = 0) -> tuple[str, str]:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), dpi=80, squeeze=False)
+    how = "PCA"
+    for ax, (title, fs, ft) in zip(axes[0], panels):
+        fs, ft = fs[:EMBED_POINTS], ft[:EMBED_POINTS]
+        xy, how = embed_2d(np.concatenate([fs, ft]).astype(np.float64), seed)
+        ax.scatter(*xy[: len(fs)].T, s=3, label="source", color="tab:blue")
+        ax.scatter(*xy[len(fs):].T, s=3, label="target", color="tab:orange")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=7)
+    return _png(fig), how
+
+
+# --- the page ---------------------------------------------------------------------------
+
+def _table(header: list[str], rows: list[list], attrs: list[list[str]] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cells = []
+        for j, cell in enumerate(row):
+            attr = attrs[i][j] if attrs and attrs[i][j] else ""
+            cells.append(f"<td{attr}>{html.escape(str(cell))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+pre{background:#f7f7f7;padding:.8em;font-size:.8em;overflow:auto}img{max-width:100%;margin:.3em 0}
+.note{color:#666;font-size:.85em}"""
+
+
+def build_html(run: Path, *, config_text: str, metrics: dict, history: list[dict], data: dict,
+               class_names: list[str], test: tuple | None, embedding: list | None, exports: dict | None,
+               skipped: list | None = None, seed: int = 0) -> str:
+    from kerastl.evaluation.metrics import confusion_matrix, per_class
+
+    sections = []
+
+    def section(sid, title, body):
+        sections.append(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{body}</section>')
+
+    section("config", "Config", f"<pre>{html.escape(config_text)}</pre>")
+
+    # Data
+    parts = []
+    for domain, info in data.items():
+        splits = info["splits"]
+        header = ["class", *splits]
+        rows = [[name, *(splits[s][c] for s in splits)] for c, name in enumerate(class_names)]
+        rows.append(["all", *(sum(splits[s]) for s in splits)])
+        parts.append(f"<h3>{html.escape(domain)}: {html.escape(info['name'])}</h3>" + _table(header, rows))
+    skipped = skipped or []
+    parts.append(f"<p>{len(skipped)} file(s) skipped" + (":" if skipped else ".") + "</p>")
+    if skipped:
+        parts.append(_table(["file", "reason"], skipped[:200]))
+    data_body = "".join(p for p in parts)
+    section("data", "Data", data_body)
+
+    # Curves
+    plots = curve_plots(history)
+    section("curves", "Training curves",
+            "".join(_img(uri, f"curves {title}") for title, uri in plots) or "<p>No history.</p>")
+
+    # Metrics
+    splits = [k for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v]
+    keys = ["accuracy", "loss", *sorted({k for s in splits for k in metrics[s]} - {"accuracy", "loss"})]
+    rows, attrs = [], []
+    for s in splits:
+        rows.append([s, *(_fmt(metrics[s].get(k, "")) for k in keys)])
+        attrs.append(["", *(f' data-metric="{s}.{k}"' if k in metrics[s] else "" for k in keys)])
+    body = _table(["split", *keys], rows, attrs)
+    adaptation = metrics.get("adaptation")
+    if adaptation:
+        sel = adaptation.get("selection", {})
+        body += (f"<p>Adapted with <b>{html.escape(str(adaptation.get('method')))}</b>; kept epoch "
+                 f"<span data-metric=\"adaptation.selection.epoch\">{sel.get('epoch')}</span> by "
+                 f"{html.escape(str(sel.get('criterion')))}.</p>")
+        chosen = adaptation.get("validators") or {}
+        if chosen:
+            body += "<p>Each label-free validator's choice of epoch and the target test accuracy there:</p>"
+            body += _table(["validator", "epoch", "target test accuracy"],
+                           [[n, c["epoch"], _fmt(c.get("target_test_accuracy"))] for n, c in chosen.items()])
+    section("metrics", "Final metrics", body)
+
+    # Target test split: per class, confusion, wrong, calibration
+    if test is not None:
+        images, probs, labels = test
+        preds = probs.argmax(axis=1)
+        pc = per_class(labels, preds, class_names)
+        section("per-class", "Per class (target test split)",
+                _table(["class", "precision", "recall", "f1", "support"],
+                       [[r["class"], _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"]), r["support"]]
+                        for r in pc]))
+        cm = confusion_matrix(labels, preds, len(class_names))
+        section("confusion", "Confusion matrix (target test split)",
+                _img(confusion_plot(cm, class_names), "confusion matrix"))
+        grid, n_wrong = wrong_grid(images, probs, labels, class_names)
+        section("wrong", "Most confidently wrong (target test split)",
+                f"<p>{n_wrong} of {len(labels)} wrong; the {min(n_wrong, WRONG_GRID)} most confident, "
+                "as true -> predicted (probability):</p>" + (_img(grid, "confidently wrong images") if grid else ""))
+        cal = calibration(probs, labels)
+        section("calibration", "Calibration (target test split)",
+                _img(reliability_plot(cal), "reliability diagram")
+                + f'<p>Expected calibration error: <span data-ece="1">{cal["ece"]:.4f}</span> (10 bins).</p>')
+
+    # Embedding
+    if embedding:
+        uri, how = embedding_plot(embedding, seed)
+        pad = []
+        if adaptation:
+            for when in ("before", "after"):
+                v = adaptation.get(f"proxy_a_distance_{when}")
+                if v is not None:
+                    pad.append(f'{when} <span data-metric="adaptation.proxy_a_distance_{when}">{v:.4f}</span>')
+        section("embedding", "Source and target features",
+                _img(uri, "feature embedding") + f"<p class=note>{how} of the classifier's features "
+                f"(up to {EMBED_POINTS} images per domain). Proxy A-distance: {', '.join(pad) or '-'} "
+                "(0: the domains are indistinguishable, 2: a linear classifier tells them apart).</p>")
+
+    # Exports
+    if exports:
+        rows = [[key, r.get("format"), r.get("size_mb"), "reference" if r.get("agreement") is None
+                 else _fmt(r["agreement"]), _fmt(r.get("accuracy")), r.get("latency_ms"), r.get("images")]
+                for key, r in exports.items()]
+        section("exports", "Exports", _table(["file", "format", "size MB", "agreement", "accuracy",
+                                              "ms/image", "checked on"], rows))
+
+    title = f"kerastl run {run.name}"
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p class=note>{html.escape(str(run))}</p>{''.join(sections)}</body></html>")
+
+
+def write_report(run_dir, *, cfg=None, model=None, source=None, target=None) -> Path:
+    """Writes RUN/report.html. The job passes what it has in memory; `kerastl report` reads
+    the run's config and model and loads its data again."""
+    from kerastl.data.domain import load_domain
+
+    run = runs.require_run(run_dir, need=(runs.MODEL, runs.CONFIG, runs.METRICS))
+    cfg = cfg or runs.read_config(run)
+    model = model or runs.load_model(run)
+    if target is None:
+        target = load_domain(cfg.target, cfg.seed, "target")
+        if cfg.source is not None and cfg.adapt is not None:
+            source = load_domain(cfg.source, cfg.seed, "source")
+    metrics = json.loads((run / runs.METRICS).read_text())
+    data = {"target": {"name": target.name, "splits": class_counts(target)}}
+    if source is not None:
+        data = {"source": {"name": source.name, "splits": class_counts(source)}, **data}
+    skipped_path = run / runs.SKIPPED
+    skipped = [line.split("\t", 1) for line in skipped_path.read_text().splitlines() if line.strip()] \
+        if skipped_path.exists() else []
+    test_split = target.splits.get("test")
+    test = predictions(model, test_split, cfg.train.batch_size, target.num_classes) \
+        if test_split is not None and len(test_split) else None
+
+    embedding = None
+    before_path = run / "features_before.npz"
+    if metrics.get("adaptation") and before_path.exists() and source is not None:
+        from kerastl.evaluation.domain_gap import features_of
+        from kerastl.models.factory import features_model
+
+        with np.load(before_path) as f:
+            before = (f["source"], f["target"])
+        feats = features_model(model)
+        size = int(model.input_shape[1])
+        src_eval = source.splits.get("test") or source.splits.get("val") or source.splits["train"]
+        tgt_eval = target.splits.get("test") or target.splits["train"]
+        after = (features_of(feats, src_eval, size, cfg.train.batch_size, source.num_classes),
+                 features_of(feats, tgt_eval, size, cfg.train.batch_size, target.num_classes))
+        embedding = [("before adaptation", *before), ("after", *after)]
+
+    exports_path = run / "exports.json"
+    exports = json.loads(exports_path.read_text()) if exports_path.exists() else None
+    page = build_html(run, config_text=(run / runs.CONFIG).read_text(), metrics=metrics,
+                      history=read_history(run), data=data, class_names=runs.read_labels(run), test=test,
+                      embedding=embedding, exports=exports, skipped=skipped, seed=cfg.seed)
+    path = run / REPORT
+    runs.atomic_write(path, page)
+    return path
