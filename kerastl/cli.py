@@ -276,6 +276,35 @@ def report(run):
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
+@main.command(name="runs")
+@click.argument("folder", required=False, default="saved_models", type=click.Path(file_okay=False))
+@_user_errors
+def list_runs(folder):
+    """List the runs in FOLDER (default saved_models/): name, date, backbone, method,
+    source -> target, target test accuracy, and whether each finished or can be resumed."""
+    from kerastl.evaluation.compare import find_runs, format_runs, summarize
+
+    found = find_runs(folder)
+    if not found:
+        click.echo(f"no runs in {folder}")
+        return
+    click.echo(format_runs([summarize(r) for r in found]))
+
+
+@main.command()
+@click.argument("runs_", metavar="RUN RUN...", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default="compare.html", show_default=True,
+              help="The HTML page with the runs' curves side by side.")
+@_user_errors
+def compare(runs_, out):
+    """Put runs side by side: their metrics as a table here, their curves in one HTML page."""
+    from kerastl.evaluation.compare import compare as compare_runs
+
+    table, path = compare_runs(runs_, out)
+    click.echo(table)
+    click.echo(f"\ncurves: {path}")
+
+
 @main.command()
 def methods():
     """List the domain adaptation methods (adapt.method) and their parameters (adapt.params)."""

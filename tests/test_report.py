@@ -110,3 +110,41 @@ def test_a_headless_browser_renders_every_section_and_decodes_every_image(adapte
     assert [*SECTIONS, "embedding"] == [s for s in seen["sections"] if s != "exports"]
     metrics = json.loads((adapted.run_dir / "metrics.json").read_text())
     assert float(seen["metrics"]["target_test.accuracy"]) == pytest.approx(metrics["target_test"]["accuracy"], abs=5e-5)
+
+
+def test_runs_lists_finished_and_interrupted_runs_and_compare_puts_them_side_by_side(
+        trained_run, adapted, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from kerastl.cli import main
+
+    folder = tmp_path / "saved_models"
+    folder.mkdir()
+    shutil.copytree(trained_run.run_dir, folder / "a-finetune")
+    shutil.copytree(adapted.run_dir, folder / "b-dann")
+    # An interrupted run: its checkpoint is there, its model and metrics never were.
+    shutil.copytree(adapted.run_dir, folder / "c-killed")
+    (folder / "c-killed" / "metrics.json").unlink()
+    (folder / "c-killed" / "model.keras").unlink()
+    assert (folder / "c-killed" / "checkpoint" / "state.json").exists()
+
+    listed = CliRunner().invoke(main, ["runs", str(folder)])
+    assert listed.exit_code == 0, listed.output
+    lines = {line.split()[0]: line for line in listed.output.splitlines()[1:]}
+    assert set(lines) == {"a-finetune", "b-dann", "c-killed"}
+    accuracy = json.loads((folder / "b-dann" / "metrics.json").read_text())["target_test"]["accuracy"]
+    assert "dann" in lines["b-dann"] and "syndigits -> digits" in lines["b-dann"]
+    assert f"{accuracy:.4f}" in lines["b-dann"] and "finished" in lines["b-dann"]
+    assert "pretrain + fine-tune" in lines["a-finetune"]
+    assert "interrupted (resumable" in lines["c-killed"]
+
+    monkeypatch.chdir(tmp_path)
+    compared = CliRunner().invoke(main, ["compare", *(str(folder / n) for n in ("a-finetune", "b-dann", "c-killed"))])
+    assert compared.exit_code == 0, compared.output
+    row = next(line for line in compared.output.splitlines() if line.startswith("target test accuracy"))
+    assert f"{accuracy:.4f}" in row and row.rstrip().endswith("-")  # the killed run has no metrics
+    page = (tmp_path / "compare.html").read_text()
+    assert page.count("<img ") >= 2 and "b-dann" in page
+
+    missing = CliRunner().invoke(main, ["compare", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "not a kerastl run directory" in missing.output

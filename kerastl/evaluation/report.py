@@ -132,7 +132,7 @@ def _figure(width=6.0, height=3.2):
     return plt.subplots(figsize=(width, height), dpi=80)
 
 
-def _png(fig) -> str:
+def png_uri(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -170,7 +170,7 @@ def curve_plots(history: list[dict]) -> list[tuple[str, str]]:
             ax.tick_params(labelsize=7)
             ax.legend(fontsize=6)
         fig.suptitle(f"{stage} / {phase}", fontsize=10)
-        out.append((f"{stage} / {phase}", _png(fig)))
+        out.append((f"{stage} / {phase}", png_uri(fig)))
     return out
 
 
@@ -188,7 +188,7 @@ def confusion_plot(matrix: np.ndarray, class_names: list[str]) -> str:
                 if matrix[i, j]:
                     ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6,
                             color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    return _png(fig)
+    return png_uri(fig)
 
 
 def wrong_grid(images, probs, labels, class_names) -> tuple[str | None, int]:
@@ -208,7 +208,7 @@ def wrong_grid(images, probs, labels, class_names) -> tuple[str | None, int]:
     for ax, i in zip(axes.flat, chosen):
         ax.imshow(images[i])
         ax.set_title(f"{class_names[labels[i]]} -> {class_names[preds[i]]}\n{probs[i, preds[i]]:.2f}", fontsize=6)
-    return _png(fig), int(len(wrong))
+    return png_uri(fig), int(len(wrong))
 
 
 def reliability_plot(cal: dict) -> str:
@@ -222,7 +222,7 @@ def reliability_plot(cal: dict) -> str:
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_title(f"ECE {cal['ece']:.3f}", fontsize=9)
-    return _png(fig)
+    return png_uri(fig)
 
 
 def embedding_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], seed: int = 0) -> tuple[str, str]:
@@ -239,7 +239,7 @@ def embedding_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], seed: int =
         ax.set_xticks([])
         ax.set_yticks([])
         ax.legend(fontsize=7)
-    return _png(fig), how
+    return png_uri(fig), how
 
 
 # --- the page ---------------------------------------------------------------------------
