@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,9 +102,13 @@ def test_cli_train_target_only_from_a_previous_run_on_an_image_folder(tmp_path, 
     )
     path = write_config(tmp_path / "c.yaml", cfg)
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", path, "--out", str(out), "--quiet", "--set", "train.top_k=1"])
+    result = CliRunner().invoke(main, ["train", path, "--out", str(out), "--set", "train.top_k=1"])
     assert result.exit_code == 0, result.output
     assert "target_test" in result.output and "skipped  1 undecodable" in result.output
+    # Not a terminal: one progress line per epoch with the phase, the metrics and an ETA.
+    assert re.search(r"\[finetune/head\] epoch 2/2  loss [\d.]+  accuracy [\d.]+  val_accuracy [\d.]+  "
+                     r"[\d.]+ s/epoch  ETA 0s", result.output), result.output
+    assert "[finetune/full] epoch 1/3" in result.output
     assert "corrupt.jpg" in (out / "skipped_files.txt").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) - {"distribute"} == {"target_val", "target_test"}

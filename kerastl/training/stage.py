@@ -12,6 +12,7 @@ commit after each epoch, TensorBoard logs, stopping on NaN, and the resume point
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -52,9 +53,34 @@ class StageContext:
 
     @property
     def verbosity(self) -> int:
+        """Keras' own progress: the live bar on a terminal; nothing in a log file, where
+        the one line per epoch of `progress_callback` says what matters."""
         if self.quiet:
             return 0
-        return 1 if sys.stdout.isatty() else 2
+        return 1 if sys.stdout.isatty() else 0
+
+    def progress_callback(self, label: tuple, epochs: int):
+        """One line per epoch: stage/phase, epoch i/N, the metrics that matter, time per
+        epoch and the phase's estimated time left."""
+        import keras
+
+        echo = self.echo
+
+        class Progress(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.start, self.done = time.time(), 0
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                self.done += 1
+                per_epoch = (time.time() - self.start) / self.done
+                left = per_epoch * (epochs - epoch - 1)
+                shown = [f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "source_accuracy", "val_accuracy", "target_accuracy")
+                         if k in logs]
+                echo(f"  [{label[0]}/{label[1]}] epoch {epoch + 1}/{epochs}  " + "  ".join(shown)
+                     + f"  {per_epoch:.1f} s/epoch  ETA {_duration(left)}")
+
+        return Progress()
 
     def announce(self, text: str):
         if not self.quiet:
@@ -119,7 +145,8 @@ class StageContext:
                 shard_by_data(train_ds), epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                 validation_data=shard_by_data(val_ds), verbose=self.verbosity,
                 shuffle=False,  # the datasets shuffle per epoch themselves (see build_dataset)
-                callbacks=[*callbacks, *self.callbacks(phase, label, epochs, extra_state)],
+                callbacks=[*callbacks, *self.callbacks(phase, label, epochs, extra_state),
+                           *([] if self.quiet else [self.progress_callback(label, epochs)])],
             )
         self.done.add(phase)
         self.state = None  # later phases start from their beginning
@@ -128,6 +155,11 @@ class StageContext:
         """The last history row when it holds a NaN or infinite value (the run stopped)."""
         last = self.history[-1] if self.history else {}
         return last if any(isinstance(v, float) and not np.isfinite(v) for v in last.values()) else None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def require_finite(ctx: StageContext, advice: str):
