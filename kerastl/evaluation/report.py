@@ -386,7 +386,7 @@ def write_report(run_dir, *, cfg=None, model=None, source=None, target=None) -> 
     model = model or runs.load_model(run)
     if target is None:
         target = load_domain(cfg.target, cfg.seed, "target")
-        if cfg.source is not None and cfg.adapt is not None:
+        if cfg.source is not None:
             source = load_domain(cfg.source, cfg.seed, "source")
     metrics = json.loads((run / runs.METRICS).read_text())
     data = {"target": {"name": target.name, "splits": class_counts(target)}}
