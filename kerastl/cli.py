@@ -212,6 +212,7 @@ def export(run, top_k, max_images, min_agreement):
     click.echo(format_rows([row]))
     click.echo(f"Wrote {path}  (serve with: tensorflow_model_server --rest_api_port=8501 "
                f"--model_name=kerastl --model_base_path={path.parent.resolve()})")
+    _refresh_report(run)
 
 
 @main.command()
@@ -247,6 +248,17 @@ def convert(run, fmt, quantize, io_type, calibration_size, min_agreement, max_im
                                        max_images=max_images, echo=click.echo)
     click.echo(format_rows([keras_row, row]))
     click.echo(f"Wrote {path}")
+    _refresh_report(run)
+
+
+def _refresh_report(run):
+    """A run's report.html, if it has one, takes the new export into its exports table."""
+    from pathlib import Path
+
+    from kerastl.evaluation.report import REPORT, write_report
+
+    if (Path(run) / REPORT).exists():
+        click.echo(f"Updated {write_report(run)}")
 
 
 @main.command()
