@@ -258,7 +258,10 @@ def _refresh_report(run):
     from kerastl.evaluation.report import REPORT, write_report
 
     if (Path(run) / REPORT).exists():
-        click.echo(f"Updated {write_report(run)}")
+        try:
+            click.echo(f"Updated {write_report(run)}")
+        except Exception as err:  # noqa: BLE001 (the export is done and kept either way)
+            click.echo(f"report.html not updated ({type(err).__name__}: {err}); try `kerastl report {run}`", err=True)
 
 
 @main.command()
