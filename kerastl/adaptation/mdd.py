@@ -11,7 +11,9 @@ from kerastl.adaptation.dann import grl_lambda
 from kerastl.models.layers import GradientReversal
 
 declare("mdd", "MDD", "margin disparity discrepancy with an adversarial head (Zhang et al. 2019)",
-        gamma=ADVERSARIAL["gamma"], max_lambda=ADVERSARIAL["max_lambda"],
+        gamma=ADVERSARIAL["gamma"],
+        max_lambda=Param(0.1, "the gradient-reversal coefficient lambda_p is scaled to this (TLlib: 0.1)",
+                         0.0, 100.0),
         margin=Param(4.0, "the margin factor gamma of the disparity", 1.0, 100.0))
 
 
