@@ -245,6 +245,44 @@ def test_cli_convert_and_predict_report_user_mistakes(run, pngs, tmp_path):
     assert result.exit_code == 2 and "model.keras" in result.output
 
 
+def test_the_warm_up_file_replays_through_both_signatures(serving, keras_model):
+    """assets.extra/tf_serving_warmup_requests: PredictionLogs TF Serving replays on load;
+    read back, every request runs through its signature and matches model.keras."""
+    import tensorflow as tf
+
+    from kerastl.export.serving import WARMUP, grpc_predict, read_warmup
+
+    path, _ = serving
+    assert (path / WARMUP).exists()
+    requests = read_warmup(path)
+    assert sorted((r.model_spec.signature_name, next(iter(r.inputs.values())).tensor_shape.dim[0].size)
+                  for r in requests) == [("serving_default", 1), ("serving_default", 8),
+                                         ("serving_images", 1), ("serving_images", 8)]
+    signatures = tf.saved_model.load(str(path)).signatures
+    for request in requests:
+        out = grpc_predict(signatures, request)
+        assert out["scores"].shape == (len(out["scores"]), len(keras_model.labels))
+    # the uint8 images of the batch-8 requests give model.keras's scores through both signatures
+    by_signature = {r.model_spec.signature_name: r for r in requests if len(grpc_predict(signatures, r)["scores"]) == 8}
+    expected = keras_model.predict(tf.make_ndarray(by_signature["serving_images"].inputs["images"]).astype("float32"))
+    for request in by_signature.values():
+        np.testing.assert_allclose(grpc_predict(signatures, request)["scores"], expected, atol=1e-5)
+
+
+def test_grpc_request_as_the_readme_builds_it_is_answered_like_the_rest_one(serving, pngs, keras_model):
+    import tensorflow as tf
+
+    from kerastl.export.serving import grpc_predict, grpc_request
+
+    path, _ = serving
+    files, images = pngs
+    request = grpc_request([open(files[0], "rb").read()])  # as in the README
+    assert request.model_spec.name == "kerastl" and request.model_spec.signature_name == "serving_default"
+    out = grpc_predict(tf.saved_model.load(str(path)).signatures, request)
+    np.testing.assert_allclose(out["scores"], keras_model.predict(images[:1]), atol=1e-5)
+    assert out["top_k_classes"][0][0].decode() == keras_model.labels[int(keras_model.predict(images[:1]).argmax())]
+
+
 def test_readme_rest_request_is_the_documented_digit():
     """The README's request body decodes to scikit-learn's digit 1794, as it says."""
     import base64

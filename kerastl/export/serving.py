@@ -95,6 +95,70 @@ def _png_bytes(images: np.ndarray) -> list[bytes]:
     return out
 
 
+# TF Serving replays these PredictionLog records when it loads a version, before the
+# version takes traffic, so the first real request does not pay for graph warm-up.
+WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
+
+
+def grpc_request(image_bytes: list[bytes] | None = None, images: np.ndarray | None = None,
+                 model_name: str = "kerastl"):
+    """A TF Serving gRPC PredictRequest (tensorflow-serving-api): encoded images for
+    `serving_default`, or uint8 images [batch, size, size, 3] for `serving_images`."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    if image_bytes is not None:
+        request.model_spec.signature_name = "serving_default"
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(list(image_bytes), dtype=tf.string))
+    else:
+        request.model_spec.signature_name = "serving_images"
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.asarray(images, np.uint8), dtype=tf.uint8))
+    return request
+
+
+def grpc_predict(signatures, request) -> dict:
+    """What TF Serving does with a PredictRequest, in Python: the named signature of a
+    loaded SavedModel run on the request's tensors; {output name: numpy array}. Used to test
+    requests and the warm-up file without a server."""
+    import tensorflow as tf
+
+    fn = signatures[request.model_spec.signature_name or "serving_default"]
+    inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+    return {name: t.numpy() for name, t in fn(**inputs).items()}
+
+
+def write_warmup(export_dir: Path, images: np.ndarray, model_name: str = "kerastl") -> Path:
+    """EXPORT/assets.extra/tf_serving_warmup_requests: one request per signature and batch
+    size 1 and 8, made from `images` (uint8, the model's size)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = Path(export_dir) / WARMUP
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = np.clip(np.round(np.asarray(images, np.float32)), 0, 255).astype(np.uint8)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for n in (1, 8):
+            batch = np.resize(images, (n, *images.shape[1:])) if len(images) < n else images[:n]
+            for request in (grpc_request(image_bytes=_png_bytes(batch), model_name=model_name),
+                            grpc_request(images=batch, model_name=model_name)):
+                log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup(export_dir: Path) -> list:
+    """The PredictRequests of a version's warm-up file."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    out = []
+    for record in tf.data.TFRecordDataset(str(Path(export_dir) / WARMUP)):
+        out.append(prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request)
+    return out
+
+
 def next_version(base: Path) -> int:
     versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.exists() else []
     return max(versions, default=0) + 1
@@ -131,6 +195,7 @@ def export_serving(run_path: str, top_k: int = 5, min_agreement: float = 0.999, 
         verify.require_agreement(encoded, min_agreement, "SavedModel (serving_default)")
         row["agreement_image_bytes"] = encoded["agreement"]
         row["max_score_diff"] = max(row["max_score_diff"], encoded["max_score_diff"])
+        write_warmup(tmp, data.images[:8])
         version = next_version(base)
         path = base / str(version)
         os.rename(tmp, path)
