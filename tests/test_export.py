@@ -172,6 +172,9 @@ def test_every_quantization_converts_runs_in_litert_and_agrees(run, quantize, io
     assert interpreter_input["dtype"] == np.dtype(io_type)
     assert json.loads((run / "exports.json").read_text())[path.name]["agreement"] == row["agreement"]
     assert path.name in (run / "exports.txt").read_text()
+    # int8 is calibrated on the target's training images (the domain the model will see)
+    # and the exports table says so
+    assert row.get("calibration") == ("digits:train (50)" if quantize == "int8" else None)
 
 
 def test_labels_are_recoverable_from_the_tflite_file_alone(run, tmp_path):

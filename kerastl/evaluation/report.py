@@ -365,10 +365,11 @@ def build_html(run: Path, *, config_text: str, metrics: dict, history: list[dict
     # Exports
     if exports:
         rows = [[key, r.get("format"), r.get("size_mb"), "reference" if r.get("agreement") is None
-                 else _fmt(r["agreement"]), _fmt(r.get("accuracy")), r.get("latency_ms"), r.get("images")]
+                 else _fmt(r["agreement"]), _fmt(r.get("accuracy")), r.get("latency_ms"), r.get("images"),
+                 r.get("calibration") or "-"]
                 for key, r in exports.items()]
         section("exports", "Exports", _table(["file", "format", "size MB", "agreement", "accuracy",
-                                              "ms/image", "checked on"], rows))
+                                              "ms/image", "checked on", "int8 calibrated on"], rows))
 
     title = f"kerastl run {run.name}"
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"

@@ -42,15 +42,19 @@ def output_name(quantize: str, fmt: str = "tflite", io_type: str = "float32") ->
 
 
 def calibration_images(run: Path, size: int, count: int):
-    """Up to `count` images of the run's training data (target train, then source train)."""
+    """(up to `count` images of the run's training data, what they are): the target's
+    training images first (the domain the model will see: for an adapted run its
+    unlabelled target images), then the source's."""
     from kerastl.export.verify import run_images
 
     cfg = runs.read_config(run)
-    images = run_images(run, size, split="train", max_images=count).images
+    target = run_images(run, size, split="train", max_images=count)
+    images, parts = target.images, [f"{target.source} ({len(target.images)})"]
     if len(images) < count and cfg.source is not None:
-        more = run_images(run, size, split="train", max_images=count - len(images), which="source").images
-        images = np.concatenate([images, more])
-    return images
+        more = run_images(run, size, split="train", max_images=count - len(images), which="source")
+        images = np.concatenate([images, more.images])
+        parts.append(f"{more.source} ({len(more.images)})")
+    return images, " + ".join(parts)
 
 
 def tflite_bytes(model, quantize: str, io_type: str, calibration) -> bytes:
@@ -126,14 +130,15 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
     floor = MIN_AGREEMENT["onnx" if fmt == "onnx" else quantize] if min_agreement is None else min_agreement
 
     keras_model, data, reference = verify.keras_reference(run, max_images)
+    calibrated_on = None
     if fmt == "onnx":
         echo("Exporting ONNX (tf2onnx) ...")
         blob = onnx_bytes(keras_model.model, keras_model.labels)
     else:
         calibration = None
         if quantize == "int8":
-            calibration = calibration_images(run, keras_model.size, calibration_size)
-            echo(f"Calibrating int8 on {len(calibration)} training images ...")
+            calibration, calibrated_on = calibration_images(run, keras_model.size, calibration_size)
+            echo(f"Calibrating int8 on {calibrated_on} ...")
         echo(f"Converting to TFLite (quantize: {quantize}) ...")
         blob = with_labels(tflite_bytes(keras_model.model, quantize, io_type, calibration), keras_model.labels)
 
@@ -145,6 +150,8 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
         echo(f"Checking against model.keras on {len(data.labels)} images of {data.source} ...")
         row = verify.compare(artifact, reference, data)
         row["quantize"], row["io_type"], row["min_agreement"] = quantize, io_type, floor
+        if calibrated_on:
+            row["calibration"] = calibrated_on
         verify.require_agreement(row, floor, path.name)
         del artifact  # release the file before renaming it
         os.replace(tmp, path)

@@ -105,6 +105,8 @@ def format_rows(rows: list[dict]) -> str:
         latency = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}"
         lines.append(f"{r['format']:<12}{name:<28}{r['size_mb']:>9.3f}{agreement:>11}"
                      f"{r['accuracy']:>10.4f}{diff:>10}{latency:>10}")
+        if r.get("calibration"):
+            lines.append(f"{'':<12}int8 calibrated on {r['calibration']}")
     return "\n".join(lines)
 
 
