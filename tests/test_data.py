@@ -27,8 +27,12 @@ def test_builtin_splits_are_disjoint_and_few_label_subset_is_exact():
     d = load_domain(DataConfig(dataset="digits", labels_per_class=7), seed=0, origin="target")
     assert d.class_names == [str(i) for i in range(10)]
     assert np.bincount(d.splits["train"].labels).tolist() == [7] * 10
-    total = sum(len(s) for s in d.splits.values())
+    total = sum(len(d.splits[s]) for s in ("train", "val", "test"))
     assert len(d.splits["test"]) > 300 and total < 1797
+    # `pool`: every training image (adaptation's unlabelled stream), the labelled ones among them
+    assert len(d.splits["pool"]) + len(d.splits["val"]) + len(d.splits["test"]) == 1797
+    pool = {img.tobytes() for img in d.splits["pool"].images}
+    assert all(img.tobytes() in pool for img in d.splits["train"].images)
     again = load_domain(DataConfig(dataset="digits", labels_per_class=7), seed=0, origin="target")
     np.testing.assert_array_equal(d.splits["train"].images, again.splits["train"].images)
 
