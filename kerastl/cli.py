@@ -31,8 +31,7 @@ def _user_errors(fn):
     return wrapper
 
 
-# The commands that run TensorFlow.
-_TF_COMMANDS = {"train", "evaluate", "predict", "export", "convert", "report"}
+_VERBOSE = {"on": False}  # kerastl --verbose
 
 
 def _import_tensorflow_quietly():
@@ -43,7 +42,7 @@ def _import_tensorflow_quietly():
     Python logger can act, so only the descriptor itself can hold them back. An import
     error still raises here, after stderr is restored.
     """
-    if "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules or _VERBOSE["on"]:
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -57,11 +56,22 @@ def _import_tensorflow_quietly():
         os.close(devnull)
 
 
+def _tensorflow_quietly(fn):
+    """For the commands that run TensorFlow: import it quietly first (`train` does it
+    itself, after the config is validated, so a bad config fails without TensorFlow)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _import_tensorflow_quietly()
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kerastl")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's own start-up and C++ log lines.")
-@click.pass_context
-def main(ctx, verbose):
+def main(verbose):
     """kerastl: transfer learning with keras.applications backbones, from YAML configs.
 
     \b
@@ -74,9 +84,8 @@ def main(ctx, verbose):
     kerastl backbones                   the backbones you can use
     """
     if verbose:
+        _VERBOSE["on"] = True
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-    elif ctx.invoked_subcommand in _TF_COMMANDS:
-        _import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.ERROR)
     # TensorFlow's Python logger announces every SavedModel asset it writes.
@@ -131,6 +140,7 @@ def train(config, overrides, out, resume, quiet, workers):
         click.echo(f"Starting {workers} workers on localhost ...")
         sys.exit(launch(workers, args, echo=click.echo))
     cfg = None if resume else load_config(config, overrides)
+    _import_tensorflow_quietly()
     run_train(cfg, out=out, resume=resume, quiet=quiet, echo=click.echo)
 
 
@@ -141,6 +151,7 @@ def train(config, overrides, out, resume, quiet, workers):
 @click.option("--top-k", type=click.IntRange(min=1), help="k for top-k accuracy (default: the run's train.top_k).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_user_errors
+@_tensorflow_quietly
 def evaluate(run, data, split, top_k, as_json):
     """Accuracy, top-k, per-class precision/recall/F1 and a confusion matrix for RUN.
 
@@ -163,6 +174,7 @@ def evaluate(run, data, split, top_k, as_json):
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_user_errors
+@_tensorflow_quietly
 def predict(model, images, top_k, as_json):
     """Top-k labels with probabilities for IMAGES (files or folders).
 
@@ -192,6 +204,7 @@ def predict(model, images, top_k, as_json):
 @click.option("--min-agreement", default=0.999, show_default=True, type=click.FloatRange(0, 1),
               help="Fail (and write nothing) when either signature's top-1 agreement with model.keras is lower.")
 @_user_errors
+@_tensorflow_quietly
 def export(run, top_k, max_images, min_agreement):
     """SavedModel for TF Serving in RUN/serving/<next version>/.
 
@@ -232,6 +245,7 @@ def export(run, top_k, max_images, min_agreement):
 @click.option("--max-images", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Test images the conversion is checked on.")
 @_user_errors
+@_tensorflow_quietly
 def convert(run, fmt, quantize, io_type, calibration_size, min_agreement, max_images):
     """Convert RUN's model to TFLite (RUN/model[-QUANT].tflite) or ONNX (RUN/model.onnx).
 
@@ -281,6 +295,7 @@ def backbones(family):
 @main.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @_user_errors
+@_tensorflow_quietly
 def report(run):
     """Write RUN/report.html: one self-contained page of the run (config, data, curves,
     metrics, per-class scores, confusion matrix, confidently wrong images, calibration,
