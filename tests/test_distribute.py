@@ -51,7 +51,8 @@ def test_steps_on_two_replicas_equal_steps_on_one_device(method, replica_steps):
         names = [str(x) for x in f["names"]]
         lam = float(f["lam"])
     if method in ADVERSARIAL:
-        assert lam > 0.9  # the adversarial gradient reaches the features
+        # the adversarial gradient reaches the features (lambda near the method's own maximum)
+        assert lam > 0.9 * CATALOG.get(method).params["max_lambda"].default
     # Trained kernels moved, not only BatchNormalization's statistics.
     kernels = [np.max(np.abs(a - i)) for name, a, i in zip(names, one, initial) if name.endswith("kernel")]
     assert min(kernels) > 1e-5 and max(kernels) > 0.01

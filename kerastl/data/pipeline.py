@@ -163,7 +163,8 @@ def paired_dataset(source_split: Split, target_split: Split, size: int, batch: i
     steps` of them from `initial_epoch` on; the shorter domain is repeated.
 
     With `labelled_split` (a few labelled target images: semi-supervised adaptation) each
-    batch has a third part (xl, yl) of batch/4 of them, augmented as the target is."""
+    batch has a third part (xl, yl) of batch/2 of them, as many as source images (as MME
+    does), augmented as the target is; every part then splits evenly over the replicas."""
     import math
 
     import tensorflow as tf
@@ -172,7 +173,7 @@ def paired_dataset(source_split: Split, target_split: Split, size: int, batch: i
     total = steps * epochs
     streams = [(source_split, augmenters[0], caches[0], half), (target_split, augmenters[1], caches[1], half)]
     if labelled_split is not None:
-        streams.append((labelled_split, augmenters[1], labelled_cache, max(half // 2, 1)))
+        streams.append((labelled_split, augmenters[1], labelled_cache, half))
     parts = []
     for i, (split, augmenter, cache, size_of_batch) in enumerate(streams):
         needed = math.ceil(total / steps_per_epoch(split, size_of_batch))

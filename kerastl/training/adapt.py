@@ -3,7 +3,7 @@
 Batches pair labelled source images with unlabelled target images, half and half; the
 shorter domain is repeated. Target labels feed only the `target_accuracy` metric (and the
 loss of `target_oracle`, the upper bound), except the few that `target.labels_per_class`
-keeps: semi-supervised, those labelled target images (a quarter batch per step) join the
+keeps: semi-supervised, those labelled target images (half a batch per step) join the
 source in the classification loss, while all target training images stay unlabelled. The model kept is chosen without target labels
 (`adapt.selection`), and a 2-D PCA picture of source and target features before and after,
 with the proxy A-distance between the domains, is written into the run.
