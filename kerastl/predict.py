@@ -12,12 +12,6 @@ from kerastl.data.images import IMAGE_EXTENSIONS
 from kerastl.errors import DataError, KerastlError
 
 
-def load_run_model(run: Path):
-    from kerastl.export.artifacts import load_keras
-
-    return load_keras(run / runs.MODEL)
-
-
 def input_size(model) -> int:
     return int(model.input_shape[1])
 
@@ -49,7 +43,7 @@ def evaluate_run(run_path: str, data: str | None = None, split: str = "test", to
         )
     if split not in domain.splits:
         raise DataError(f"--split {split}: {domain.name} has no such split (has: {', '.join(domain.splits)})")
-    model = load_run_model(run)
+    model = runs.load_model(run)
     ds = build_dataset(domain.splits[split], input_size(model), cfg.train.batch_size,
                        len(labels), cache=False)
     probs, y = predict_split(model, ds)

@@ -298,8 +298,7 @@ def build_html(run: Path, *, config_text: str, metrics: dict, history: list[dict
     parts.append(f"<p>{len(skipped)} file(s) skipped" + (":" if skipped else ".") + "</p>")
     if skipped:
         parts.append(_table(["file", "reason"], skipped[:200]))
-    data_body = "".join(p for p in parts)
-    section("data", "Data", data_body)
+    section("data", "Data", "".join(parts))
 
     # Curves
     plots = curve_plots(history)

@@ -63,18 +63,13 @@ class Artifact:
         return self.path.stat().st_size
 
 
-def load_keras(path):
-    # safe_mode: a .keras file cannot run code of its own (no lambda deserialization).
-    return runs.load_keras(path)
-
-
 class KerasArtifact(Artifact):
     format = "keras"
 
     def __init__(self, path: Path, labels: list[str]):
         import tensorflow as tf
 
-        self.model = load_keras(path)
+        self.model = runs.load_keras(path)  # safe mode: a file runs no code of its own
         self._call = tf.function(lambda x: self.model(x, training=False))
         super().__init__(path, labels, int(self.model.input_shape[1]))
 
