@@ -2,11 +2,13 @@
 
 Trains the default config (or uses --run), then runs `kerastl export` and `kerastl convert`
 for every quantization mode and ONNX, each checked on the run's target test split, and
-writes benchmarks/results/export_formats.{md,json}. Latency: median of 50 single-image
-calls at batch 1 (Keras: a tf.function around the model; TFLite: LiteRT with XNNPACK;
-ONNX: onnxruntime CPU; SavedModel: the uint8 signature).
+writes benchmarks/results/<name>.{md,json}. With the `mobile` extra every .tflite file is
+also run by MediaPipe's ImageClassifier task (format `mediapipe`). Latency: median of 50
+single-image calls at batch 1 (Keras: a tf.function around the model; TFLite: LiteRT with
+XNNPACK; ONNX: onnxruntime CPU; SavedModel: the uint8 signature); MediaPipe: mean over the
+check images of `ImageClassifier.classify` (its own resizing and tensor conversion included).
 
-    python benchmarks/export_formats.py [--run saved_models/RUN]
+    python benchmarks/export_formats.py [--run saved_models/RUN] [--name export_formats]
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ MODES = [("tflite", "none", "float32"), ("tflite", "dynamic", "float32"), ("tfli
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a finished run directory (default: train the default config)")
+    parser.add_argument("--name", default="export_formats", help="results file name in benchmarks/results/")
     args = parser.parse_args()
     from kerastl.export.convert import convert_run
     from kerastl.export.serving import export_serving
-    from kerastl.export.verify import format_rows
+    from kerastl.export.verify import format_rows, read_rows
 
     run = args.run
     if run is None:
@@ -41,18 +44,23 @@ def main():
     _, row = export_serving(run)
     rows.append(row)
     for fmt, quantize, io_type in MODES:
-        _, row, keras_row = convert_run(run, fmt=fmt, quantize=quantize, io_type=io_type, min_agreement=0.0)
+        path, row, keras_row = convert_run(run, fmt=fmt, quantize=quantize, io_type=io_type, min_agreement=0.0)
         rows.append(row)
+        if read_rows(run).get(f"{path.name} (MediaPipe)"):
+            rows.append(read_rows(run)[f"{path.name} (MediaPipe)"])
     rows.insert(0, keras_row)
     table = format_rows(rows)
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "export_formats.json").write_text(json.dumps({"machine": machine, "run": run, "rows": rows},
-                                                            indent=2) + "\n")
-    (RESULTS / "export_formats.md").write_text(
-        "# Export formats of the default config's model\n\n"
-        f"Run {Path(run).name} (configs/default.yaml); checked on {rows[0]['images']}; {machine}.\n"
-        "Latency: median of 50 calls at batch 1.\n\n```\n" + table + "\n```\n")
+    config = (Path(run) / "config.yaml").read_text().splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in config if line.startswith("name:")), "?")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"machine": machine, "run": run, "rows": rows},
+                                                          indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(
+        f"# Export formats of one run (config name: {name})\n\n"
+        f"Run {Path(run).name}; checked on {rows[0]['images']}; {machine}.\n"
+        "Latency: median of 50 calls at batch 1 (MediaPipe: mean of its classify calls).\n\n```\n"
+        + table + "\n```\n")
     print(table)
 
 

@@ -255,12 +255,13 @@ def convert(run, fmt, quantize, io_type, calibration_size, min_agreement, max_im
     RUN/exports.json.
     """
     from kerastl.export.convert import convert_run
-    from kerastl.export.verify import format_rows
+    from kerastl.export.verify import format_rows, read_rows
 
     path, row, keras_row = convert_run(run, fmt=fmt, quantize=quantize, io_type=io_type,
                                        calibration_size=calibration_size, min_agreement=min_agreement,
                                        max_images=max_images, echo=click.echo)
-    click.echo(format_rows([keras_row, row]))
+    in_mediapipe = read_rows(path.parent).get(f"{path.name} (MediaPipe)")
+    click.echo(format_rows([keras_row, row] + ([in_mediapipe] if in_mediapipe else [])))
     click.echo(f"Wrote {path}")
     _refresh_report(run)
 

@@ -87,8 +87,8 @@ def write_json(path: Path, obj):
 
 
 def update_json(path: Path, key: str, value) -> dict:
-    """Sets `key` in the JSON object at `path` (a missing or unreadable file starts empty),
-    writes it atomically and returns the whole object."""
+    """Sets `key` in the JSON object at `path` (a missing or unreadable file starts empty;
+    `value` None removes the key), writes it atomically and returns the whole object."""
     path = Path(path)
     data = {}
     if path.exists():
@@ -96,7 +96,10 @@ def update_json(path: Path, key: str, value) -> dict:
             data = json.loads(path.read_text())
         except ValueError:
             data = {}
-    data[key] = value
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = value
     write_json(path, data)
     return data
 

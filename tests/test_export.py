@@ -12,6 +12,10 @@ from click.testing import CliRunner
 
 from kerastl.cli import main
 from kerastl.errors import KerastlError
+from kerastl.export.tflite_metadata import unavailable
+
+MEDIAPIPE_MISSING = unavailable()
+needs_mediapipe = pytest.mark.skipif(bool(MEDIAPIPE_MISSING), reason=f"{MEDIAPIPE_MISSING}")
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +179,13 @@ def test_every_quantization_converts_runs_in_litert_and_agrees(run, quantize, io
     # int8 is calibrated on the target's training images (the domain the model will see)
     # and the exports table says so
     assert row.get("calibration") == ("digits:train (50)" if quantize == "int8" else None)
+    # with the mobile extra, MediaPipe's ImageClassifier ran the same file (not int8 inputs:
+    # it takes float32 or uint8) and its row is in the table
+    in_mediapipe = json.loads((run / "exports.json").read_text()).get(f"{path.name} (MediaPipe)")
+    if MEDIAPIPE_MISSING or io_type == "int8":
+        assert in_mediapipe is None
+    else:
+        assert in_mediapipe["agreement"] >= floor and in_mediapipe["format"] == "mediapipe"
 
 
 def test_labels_are_recoverable_from_the_tflite_file_alone(run, tmp_path):
@@ -303,3 +314,69 @@ def test_readme_rest_request_is_the_documented_digit():
     digits = load_digits()
     np.testing.assert_array_equal(pixels, np.round(digits.images[1794] / 16 * 255).astype(np.uint8))
     assert digits.target[1794] == 8
+
+
+@needs_mediapipe
+def test_tflite_metadata_is_what_mediapipe_apps_read(run, keras_model):
+    """The float file's metadata (name, normalization = the model's own, labels) read back,
+    and MediaPipe's ImageClassifier task names the same classes as model.keras."""
+    from mediapipe.tasks.python.metadata import metadata
+
+    from kerastl.export import tflite_metadata
+    from kerastl.export.convert import convert_run
+    from kerastl.export.verify import run_images
+
+    path = run / "model.tflite"
+    if not path.exists():
+        convert_run(str(run), max_images=50, echo=lambda s: None)
+    shown = json.loads(metadata.MetadataDisplayer.with_model_file(str(path)).get_metadata_json())
+    assert shown["name"] == "tiny" and "MobileNetV3Small" in shown["description"]
+    assert shown["min_parser_version"] == "1.0.0"
+    image_input = shown["subgraph_metadata"][0]["input_tensor_metadata"][0]
+    assert image_input["process_units"][0]["options"] == {"mean": [0.0], "std": [1.0]}
+    assert shown["subgraph_metadata"][0]["output_tensor_metadata"][0]["associated_files"][0]["name"] == "labels.txt"
+    data = run_images(run, 32, max_images=40)
+    top, _ = tflite_metadata.classify(path.read_bytes(), data.images)
+    assert np.array_equal(top, keras_model.predict(data.images).argmax(axis=1))
+
+
+@needs_mediapipe
+def test_minimum_parser_version_follows_the_schema_members_used():
+    """The Python stand-in for the compiled module the mediapipe wheels lack."""
+    import flatbuffers
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as fb
+
+    from kerastl.export.tflite_metadata import minimum_parser_version
+
+    def version(**graph_fields):
+        graph = fb.SubGraphMetadataT()
+        for key, value in graph_fields.items():
+            setattr(graph, key, value)
+        meta = fb.ModelMetadataT()
+        meta.subgraphMetadata = [graph]
+        builder = flatbuffers.Builder(0)
+        builder.Finish(meta.Pack(builder), b"M001")
+        return minimum_parser_version(builder.Output())
+
+    vocabulary = fb.AssociatedFileT()
+    vocabulary.type = fb.AssociatedFileType.VOCABULARY
+    labels = fb.AssociatedFileT()
+    labels.type = fb.AssociatedFileType.TENSOR_AXIS_LABELS
+    assert version(associatedFiles=[labels]) == "1.0.0"
+    assert version(associatedFiles=[labels, vocabulary]) == "1.0.1"
+    assert version(inputProcessUnits=[]) == "1.1.0"
+    assert version(inputTensorGroups=[], associatedFiles=[vocabulary]) == "1.2.0"
+    assert version(customMetadata=[]) == "1.5.0"
+
+
+def test_without_the_mobile_extra_the_tflite_file_keeps_its_labels(run, monkeypatch):
+    from kerastl.export import tflite_metadata
+    from kerastl.export.artifacts import read_tflite_labels
+    from kerastl.export.convert import convert_run
+
+    monkeypatch.setattr(tflite_metadata, "unavailable", lambda: "MediaPipe is not installed (test)")
+    said = []
+    path, row, _ = convert_run(str(run), quantize="dynamic", min_agreement=0.9, max_images=50, echo=said.append)
+    assert any("No MediaPipe metadata (labels only): MediaPipe is not installed" in s for s in said)
+    assert read_tflite_labels(path) == (run / "labels.txt").read_text().split()
+    assert f"{path.name} (MediaPipe)" not in json.loads((run / "exports.json").read_text())

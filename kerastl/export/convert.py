@@ -3,11 +3,12 @@
 TFLite goes through a SavedModel (`model.export`, then `TFLiteConverter.from_saved_model`;
 `from_keras_model` is unreliable with Keras 3). The class names travel inside the file:
 a zip archive holding labels.txt is appended to the flatbuffer, the layout TFLite
-metadata uses for associated files (`zipfile.ZipFile("model.tflite").read("labels.txt")`,
-or the TFLite Support metadata extractor on a phone). ONNX keeps them in the model's
-`metadata_props`. Each converted file is run on the run's test images (LiteRT /
-onnxruntime), compared with model.keras, and only renamed into place when its top-1
-agreement reaches the floor.
+metadata uses for associated files (`zipfile.ZipFile("model.tflite").read("labels.txt")`).
+With the `mobile` extra the file also gets the image-classifier metadata that MediaPipe
+Tasks and the TFLite Task Library read (`tflite_metadata`). ONNX keeps the names in the
+model's `metadata_props`. Each converted file is run on the run's test images (LiteRT /
+onnxruntime, and MediaPipe's ImageClassifier when installed), compared with model.keras,
+and only renamed into place when every check's top-1 agreement reaches the floor.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from kerastl import runs
 from kerastl.errors import KerastlError
+from kerastl.export import tflite_metadata
 
 FORMATS = ("tflite", "onnx")  # each a suffix in artifacts.FILE_FORMATS
 QUANTIZE = ("none", "dynamic", "float16", "int8")
@@ -90,6 +92,23 @@ def with_labels(flatbuffer: bytes, labels: list[str]) -> bytes:
     return flatbuffer + archive.getvalue()
 
 
+def describe(run: Path, keras_model) -> tuple[str, str]:
+    """(name, description) for the TFLite metadata."""
+    cfg = runs.read_config(run)
+    trained = Path(cfg.target.dataset).name or cfg.target.dataset  # a folder: its name
+    return cfg.name, (f"{cfg.model.backbone} image classifier ({len(keras_model.labels)} classes) trained "
+                      f"with kerastl on {trained}. Input: RGB pixels 0-255, {keras_model.size}x{keras_model.size}.")
+
+
+def mediapipe_check(blob: bytes, path: Path, reference: np.ndarray, data) -> dict:
+    """The exports-table row of the file as MediaPipe's ImageClassifier task runs it."""
+    top, ms = tflite_metadata.classify(blob, data.images)
+    return {"format": "mediapipe", "file": str(path), "size_mb": round(len(blob) / 2**20, 3),
+            "agreement": float(np.mean(top == reference.argmax(axis=1))),
+            "accuracy": float(np.mean(top == data.labels)), "max_score_diff": None,
+            "latency_ms": round(ms, 3), "images": data.source + f" ({len(data.labels)})"}
+
+
 def onnx_bytes(model, labels: list[str]) -> bytes:
     from kerastl.export.artifacts import ONNX_LABELS_KEY, import_onnx
 
@@ -130,7 +149,7 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
     floor = MIN_AGREEMENT["onnx" if fmt == "onnx" else quantize] if min_agreement is None else min_agreement
 
     keras_model, data, reference = verify.keras_reference(run, max_images)
-    calibrated_on = None
+    calibrated_on, mediapipe_row = None, None
     if fmt == "onnx":
         echo("Exporting ONNX (tf2onnx) ...")
         blob = onnx_bytes(keras_model.model, keras_model.labels)
@@ -140,7 +159,13 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
             calibration, calibrated_on = calibration_images(run, keras_model.size, calibration_size)
             echo(f"Calibrating int8 on {calibrated_on} ...")
         echo(f"Converting to TFLite (quantize: {quantize}) ...")
-        blob = with_labels(tflite_bytes(keras_model.model, quantize, io_type, calibration), keras_model.labels)
+        blob = tflite_bytes(keras_model.model, quantize, io_type, calibration)
+        mediapipe_missing = tflite_metadata.unavailable()
+        if mediapipe_missing:
+            echo(f"No MediaPipe metadata (labels only): {mediapipe_missing}")
+            blob = with_labels(blob, keras_model.labels)
+        else:
+            blob = tflite_metadata.with_metadata(blob, keras_model.labels, *describe(run, keras_model))
 
     path = run / output_name(quantize, fmt, io_type)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
@@ -154,6 +179,13 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
             row["calibration"] = calibrated_on
         verify.require_agreement(row, floor, path.name)
         del artifact  # release the file before renaming it
+        if fmt == "tflite" and not mediapipe_missing and io_type == "int8":
+            echo("Not checked in MediaPipe: its ImageClassifier takes float32 or uint8 inputs, not int8 "
+                 "(for MediaPipe apps use --io-type uint8)")
+        elif fmt == "tflite" and not mediapipe_missing:
+            echo("Checking in MediaPipe's ImageClassifier task ...")
+            mediapipe_row = mediapipe_check(blob, path, reference, data)
+            verify.require_agreement(mediapipe_row, floor, f"{path.name} in MediaPipe")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -162,6 +194,8 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
         runs.atomic_write(run / runs.LABELS, "\n".join(keras_model.labels) + "\n")
     row["file"] = str(path)
     verify.record(run, path.name, row)
+    if fmt == "tflite":  # no row when not checked there: an older row described an older file
+        verify.record(run, f"{path.name} (MediaPipe)", mediapipe_row)
     keras_row = verify.compare(keras_model, None, data, probs=reference)
     verify.record(run, runs.MODEL, keras_row)
     return path, row, keras_row

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -89,10 +90,16 @@ def compare(artifact, reference_probs: np.ndarray | None, data: CheckImages, lat
     }
 
 
-def record(run: Path, key: str, row: dict):
-    """Adds `row` under `key` in RUN/exports.json (atomically)."""
+def record(run: Path, key: str, row: dict | None):
+    """Adds `row` under `key` in RUN/exports.json (atomically); None removes the key's row."""
     rows = runs.update_json(run / EXPORTS, key, row)
     runs.atomic_write(run / EXPORTS_TABLE, format_rows(list(rows.values())) + "\n")
+
+
+def read_rows(run: Path) -> dict:
+    """RUN/exports.json: {key: row}, empty when nothing was exported yet."""
+    path = Path(run) / EXPORTS
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def format_rows(rows: list[dict]) -> str:
