@@ -270,3 +270,24 @@ def test_mme_head_ascends_the_target_entropy_and_the_features_descend_it():
         np.testing.assert_allclose(np.asarray(g), -np.asarray(e), rtol=1e-4, atol=1e-7)
     for g, e in zip(got[n:], plain[n:]):  # features: the reversed gradient descends H
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-7)
+
+
+def test_mcc_loss_equals_its_definition_and_bounds():
+    """MCC (Jin et al. 2020): temperature-softened predictions, entropy weights, the
+    row-normalised class-correlation matrix, its off-diagonal mass over C."""
+    from kerastl.adaptation.mcc import class_confusion
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(16, 5)) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    t = 2.5
+    p = np.exp(logits / t) / np.exp(logits / t).sum(1, keepdims=True)  # softmax(logits / T)
+    h = -(p * np.log(p + 1e-5)).sum(1)
+    w = 1 + np.exp(-h)
+    w = len(p) * w / w.sum()
+    cc = (p * w[:, None]).T @ p
+    cc = cc / cc.sum(1, keepdims=True)
+    expected = (cc.sum() - np.trace(cc)) / 5
+    assert float(class_confusion(tf.constant(probs, tf.float32), t)) == pytest.approx(expected, rel=1e-4)
+    assert float(class_confusion(tf.fill([8, 10], 0.1))) == pytest.approx(0.9, rel=1e-5)  # (C - 1) / C
+    assert float(class_confusion(tf.one_hot([0, 1, 2, 3], 4))) == pytest.approx(0.0, abs=1e-6)
