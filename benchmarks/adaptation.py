@@ -62,7 +62,7 @@ def run(method: str, seed: int, workdir: Path, overrides: list[str]) -> dict:
     if proc.returncode != 0:
         return {"method": method, "seed": seed, "seconds": seconds, "error": proc.stdout[-2000:]}
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"method": method, "seed": seed, "seconds": seconds,
+    return {"method": method, "seed": seed, "seconds": seconds, "commit": commit(),
             "target_test_accuracy": metrics["target_test"]["accuracy"],
             "source_val_accuracy": metrics["source_val"]["accuracy"],
             "selected_epoch": metrics["adaptation"]["selection"]["epoch"],
@@ -124,15 +124,17 @@ def commit() -> str:
 
 def write(rows, summary, seeds, overrides, name="adaptation", task="syndigits->digits", jobs=1):
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    # the commit(s) the runs were trained at (a merged table may join several)
+    commits = ", ".join(dict.fromkeys(r.get("commit", commit()) for r in rows)) or commit()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(
-        {"machine": machine, "commit": commit(), "task": task, "seeds": seeds, "overrides": overrides,
+        {"machine": machine, "commit": commits, "task": task, "seeds": seeds, "overrides": overrides,
          "jobs": jobs, "rows": rows, "summary": summary},
         indent=2) + "\n")
     source, target = task.split("->")
     lines = [f"# Unsupervised domain adaptation: {source} (labelled) -> {target} (unlabelled)", "",
              f"configs/digits_<method>.yaml, seeds {seeds}"
-             + (f", overrides {overrides}" if overrides else "") + f"; {machine}; commit {commit()}"
+             + (f", overrides {overrides}" if overrides else "") + f"; {machine}; trained at commit {commits}"
              + (f"; {jobs} runs at a time (seconds are those of runs sharing the cores)" if jobs > 1 else "")
              + ".", "",
              "| method | target test accuracy (mean ± stdev) | per seed | gap closed | source val | seconds per run |",
@@ -172,7 +174,7 @@ def main():
             data = json.loads((RESULTS / f"{name}.json").read_text())
             if data.get("task", "syndigits->digits") != args.task:
                 sys.exit(f"--merge: {name} is task {data.get('task', 'syndigits->digits')}, not --task {args.task}")
-            rows += data["rows"]
+            rows += [{"commit": data.get("commit", "unknown"), **r} for r in data["rows"]]
             seeds |= set(data["seeds"])
         methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
         print(write(rows, summarise(rows, methods), sorted(seeds), [f"merged from {args.merge}"], args.name,
