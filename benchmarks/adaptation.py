@@ -74,11 +74,11 @@ def run(method: str, seed: int, workdir: Path, overrides: list[str]) -> dict:
 def summarise(rows: list[dict], methods: list[str]) -> dict:
     out = {}
     for m in methods:
-        accs = [r["target_test_accuracy"] for r in rows if r["method"] == m and "error" not in r]
-        if accs:
-            done = [r for r in rows if r["method"] == m and "error" not in r]
+        done = sorted((r for r in rows if r["method"] == m and "error" not in r), key=lambda r: r["seed"])
+        if done:
+            accs = [r["target_test_accuracy"] for r in done]  # in seed order, as the table says
             out[m] = {"mean": statistics.mean(accs), "stdev": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                      "runs": accs, "seconds": statistics.mean(r["seconds"] for r in done),
+                      "runs": accs, "seeds": [r["seed"] for r in done], "seconds": statistics.mean(r["seconds"] for r in done),
                       "source_val": statistics.mean(r["source_val_accuracy"] for r in done)}
     if "source_only" in out and "target_oracle" in out:
         lo, hi = out["source_only"]["mean"], out["target_oracle"]["mean"]
