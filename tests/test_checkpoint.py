@@ -67,3 +67,22 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
     single.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
     with pytest.raises(KerastlError, match="training state does not fit this run"):
         checkpoint.restore_training(single, checkpoint.load_state())
+
+
+def test_run_files_are_written_whole_with_the_usual_file_mode(tmp_path):
+    """atomic_write: the file appears complete under its name, no temporary is left, and
+    its mode is what any new file gets (0666 minus the umask), not mkstemp's 0600."""
+    import os
+    import stat
+
+    from kerastl.runs import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "metrics.json", "{}\n")
+        atomic_write(tmp_path / "metrics.json", '{"a": 1}\n')
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").read_text() == '{"a": 1}\n'
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
