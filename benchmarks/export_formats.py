@@ -46,8 +46,9 @@ def main():
     for fmt, quantize, io_type in MODES:
         path, row, keras_row = convert_run(run, fmt=fmt, quantize=quantize, io_type=io_type, min_agreement=0.0)
         rows.append(row)
-        if read_rows(run).get(f"{path.name} (MediaPipe)"):
-            rows.append(read_rows(run)[f"{path.name} (MediaPipe)"])
+        in_mediapipe = read_rows(run).get(f"{path.name} (MediaPipe)")
+        if in_mediapipe:
+            rows.append(in_mediapipe)
     rows.insert(0, keras_row)
     table = format_rows(rows)
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"

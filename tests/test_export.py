@@ -374,7 +374,13 @@ def test_without_the_mobile_extra_the_tflite_file_keeps_its_labels(run, monkeypa
     from kerastl.export.artifacts import read_tflite_labels
     from kerastl.export.convert import convert_run
 
+    from kerastl.export import verify
+
     monkeypatch.setattr(tflite_metadata, "unavailable", lambda: "MediaPipe is not installed (test)")
+    # a row from an earlier conversion that MediaPipe did check: it no longer describes the file
+    verify.record(run, "model-dynamic.tflite (MediaPipe)", {
+        "format": "mediapipe", "file": "stale", "size_mb": 0.0, "agreement": 1.0, "accuracy": 1.0,
+        "max_score_diff": None, "latency_ms": None, "images": "-"})
     said = []
     path, row, _ = convert_run(str(run), quantize="dynamic", min_agreement=0.9, max_images=50, echo=said.append)
     assert any("No MediaPipe metadata (labels only): MediaPipe is not installed" in s for s in said)

@@ -380,6 +380,7 @@ def write_report(run_dir, *, cfg=None, model=None, source=None, target=None) -> 
     """Writes RUN/report.html. The job passes what it has in memory; `kerastl report` reads
     the run's config and model and loads its data again."""
     from kerastl.data.domain import load_domain
+    from kerastl.export.verify import read_rows
 
     run = runs.require_run(run_dir, need=(runs.MODEL, runs.CONFIG, runs.METRICS))
     cfg = cfg or runs.read_config(run)
@@ -415,8 +416,7 @@ def write_report(run_dir, *, cfg=None, model=None, source=None, target=None) -> 
                  features_of(feats, tgt_eval, size, cfg.train.batch_size, target.num_classes))
         embedding = [("before adaptation", *before), ("after", *after)]
 
-    exports_path = run / "exports.json"
-    exports = json.loads(exports_path.read_text()) if exports_path.exists() else None
+    exports = read_rows(run) or None
     page = build_html(run, config_text=(run / runs.CONFIG).read_text(), metrics=metrics,
                       history=read_history(run), data=data, class_names=runs.read_labels(run), test=test,
                       embedding=embedding, exports=exports, skipped=skipped, seed=cfg.seed)

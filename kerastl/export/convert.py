@@ -150,6 +150,7 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
 
     keras_model, data, reference = verify.keras_reference(run, max_images)
     calibrated_on, mediapipe_row = None, None
+    not_in_mediapipe = "not a TFLite file"  # why MediaPipe does not check the file (None: it does)
     if fmt == "onnx":
         echo("Exporting ONNX (tf2onnx) ...")
         blob = onnx_bytes(keras_model.model, keras_model.labels)
@@ -160,12 +161,15 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
             echo(f"Calibrating int8 on {calibrated_on} ...")
         echo(f"Converting to TFLite (quantize: {quantize}) ...")
         blob = tflite_bytes(keras_model.model, quantize, io_type, calibration)
-        mediapipe_missing = tflite_metadata.unavailable()
-        if mediapipe_missing:
-            echo(f"No MediaPipe metadata (labels only): {mediapipe_missing}")
+        not_in_mediapipe = tflite_metadata.unavailable()
+        if not_in_mediapipe:
+            echo(f"No MediaPipe metadata (labels only): {not_in_mediapipe}")
             blob = with_labels(blob, keras_model.labels)
         else:
             blob = tflite_metadata.with_metadata(blob, keras_model.labels, *describe(run, keras_model))
+            if io_type == "int8":
+                not_in_mediapipe = "its ImageClassifier takes float32 or uint8 inputs, not int8"
+                echo(f"Not checked in MediaPipe: {not_in_mediapipe} (for MediaPipe apps use --io-type uint8)")
 
     path = run / output_name(quantize, fmt, io_type)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
@@ -179,10 +183,7 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
             row["calibration"] = calibrated_on
         verify.require_agreement(row, floor, path.name)
         del artifact  # release the file before renaming it
-        if fmt == "tflite" and not mediapipe_missing and io_type == "int8":
-            echo("Not checked in MediaPipe: its ImageClassifier takes float32 or uint8 inputs, not int8 "
-                 "(for MediaPipe apps use --io-type uint8)")
-        elif fmt == "tflite" and not mediapipe_missing:
+        if not not_in_mediapipe:
             echo("Checking in MediaPipe's ImageClassifier task ...")
             mediapipe_row = mediapipe_check(blob, path, reference, data)
             verify.require_agreement(mediapipe_row, floor, f"{path.name} in MediaPipe")
