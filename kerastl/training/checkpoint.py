@@ -1,13 +1,15 @@
 """The run's checkpoint: one payload for every stage, committed atomically after each epoch.
 
-A commit writes two files under new names, then `state.json` naming them (the commit
+A commit writes one file under a new name, then `state.json` naming it (the commit
 point), then removes the files the previous state named:
 
-- `weights-<phase>-<epoch>.weights.h5`: the classifier (what the next phase starts from);
-- `training-<phase>-<epoch>.npz`: everything a resumed `fit` needs of the model being
-  trained: its variables (weights, Dropout's seed-generator states, counters such as the
-  adaptation step counter) and every optimizer's variables, plus the classifier's own
-  seed-generator states.
+- `training-<phase>-<epoch>.npz`: the classifier's weights (what the next phase starts
+  from) and everything a resumed `fit` needs of the model being trained: its variables
+  (weights, Dropout's seed-generator states, counters such as the adaptation step counter)
+  and every optimizer's variables, plus the classifier's own seed-generator states.
+
+Plain arrays in `model.weights` order, not Keras' `save_weights` (.h5): that took ~140 ms
+per commit for the digits model against ~16 ms for the .npz, once per epoch.
 
 `CheckpointCallback` has Keras' `BackupAndRestore` shape: it restores the training model in
 `on_train_begin` when the checkpoint is inside the phase being fitted, and commits in
@@ -63,17 +65,14 @@ class Checkpoint:
         at least `phase` and `epoch`)."""
         arrays = {f"t{i}": v.numpy() for i, v in enumerate(training_variables(model))}
         arrays.update({f"c{i}": v.numpy() for i, v in enumerate(seed_states(classifier))})
+        arrays.update({f"w{i}": v.numpy() for i, v in enumerate(classifier.weights)})
         tag = f"{state['phase']}-{state['epoch']}".replace("/", "_")
-        names = {}
-        for key, suffix, write in (("weights", ".weights.h5", classifier.save_weights),
-                                   ("training", ".npz", lambda p: np.savez(p, **arrays))):
-            path = self.dir / f"{key}-{tag}{suffix}"
-            runs.atomic_save(path, write)
-            names[key] = path.name
+        path = self.dir / f"training-{tag}.npz"
+        runs.atomic_save(path, lambda p: np.savez(p, **arrays))
         old = self.load_state() or {}
-        runs.write_json(self.state_path, dict(state, **names))
+        runs.write_json(self.state_path, dict(state, training=path.name))
         for key in FILES:
-            if old.get(key) and old[key] not in names.values():
+            if old.get(key) and old[key] != path.name:
                 (self.dir / old[key]).unlink(missing_ok=True)
 
     def _arrays(self, state: dict, prefix: str) -> list:
@@ -94,7 +93,10 @@ class Checkpoint:
         if "training" not in state:
             raise KerastlError(f"{self.dir}: this checkpoint was written by an older kerastl and cannot be "
                                "resumed by this one; start the run again")
-        classifier.load_weights(self.dir / state["weights"])
+        if state.get("weights"):  # an earlier kerastl wrote the classifier as Keras .weights.h5
+            classifier.load_weights(self.dir / state["weights"])
+        else:
+            self._assign(classifier.weights, self._arrays(state, "w"), "classifier weights")
         self._assign(seed_states(classifier), self._arrays(state, "c"), "classifier state")
 
     def restore_training(self, model, state: dict):
