@@ -123,13 +123,23 @@ class TrainConfig:
     finetune: StageConfig = field(
         default_factory=lambda: StageConfig(head_epochs=5, epochs=10, lr=1e-3)
     )
+    # Epoch-end work (validation, checkpoint, history row, progress line) at most this
+    # often in steps: shorter epochs of pretrain/finetune are fitted several at a time
+    # (a dividing number of them), with the same batches and weights. 1: after every epoch.
+    eval_every_steps: int = field(default=20, metadata={"min": 1})
     # Metrics reported per split: top-k accuracy besides top-1.
     top_k: int = field(default=3, metadata={"min": 1})
     # float16/bfloat16 compute with float32 variables (and loss scaling for float16);
     # null trains in float32. Pays off on GPUs/TPUs; on CPUs it is mostly slower.
     mixed_precision: Optional[Literal["mixed_float16", "mixed_bfloat16"]] = None
-    # Compile train steps with XLA.
+    # Compile train steps with XLA. On CPUs measured slower (4x for the digits model).
     jit_compile: bool = False
+    # TensorFlow's CPU threads: inside one op (intra) and ops at once (inter); null: all
+    # cores. Small models (tiny images) train fastest with intra_op_threads: 1, which
+    # spares the cost of splitting tiny ops across cores; large ones (ResNet50, EfficientNet
+    # at 160+ px) need intra-op threads (benchmarks/results/step_overhead.md).
+    intra_op_threads: Optional[int] = field(default=None, metadata={"min": 1})
+    inter_op_threads: Optional[int] = field(default=None, metadata={"min": 1})
     # Write report.html (one self-contained page of the run) at the end; `kerastl report
     # RUN` writes it any time later.
     report: bool = True

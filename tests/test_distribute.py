@@ -94,7 +94,9 @@ def _mw_config(trained_run, adapt=False):
         source={"dataset": "syndigits", "num_examples": 300} if adapt else None,
         target={"labels_per_class": 10} if not adapt else {},
         model={"weights": str(trained_run.run_dir), "bn": "frozen", "dropout": 0.0},
-        train={"batch_size": 20, "finetune": {"head_epochs": 0, "epochs": 3, "lr": 0.02, "optimizer": "sgd"}},
+        # A checkpoint after every 5-step epoch (not one round of 3): the resume test kills mid-phase.
+        train={"batch_size": 20, "eval_every_steps": 1,
+               "finetune": {"head_epochs": 0, "epochs": 3, "lr": 0.02, "optimizer": "sgd"}},
     )
     if adapt:
         cfg["adapt"] = {"method": "dann", "epochs": 2, "steps_per_epoch": 3, "optimizer": "sgd", "lr": 0.001,

@@ -31,7 +31,10 @@ def test_trained_run_has_artifacts_and_beats_chance(trained_run):
     # 10 classes: chance is 0.1.
     assert metrics["target_test"]["accuracy"] > 0.3
     rows = (run / "history.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 + 2 + 4  # header + pretrain/full + finetune/head + finetune/full
+    # header + pretrain/full (37 steps per epoch: a row each) + finetune/head and
+    # finetune/full (3 steps per epoch, under train.eval_every_steps: one row per phase).
+    assert len(rows) == 1 + 3 + 1 + 1
+    assert [r.split(",")[2] for r in rows[1:]] == ["1", "2", "3", "2", "4"]  # epochs, not rows
     assert (run / "labels.txt").read_text().split() == [str(i) for i in range(10)]
 
 
@@ -81,7 +84,8 @@ def test_resume_after_kill_ends_where_the_uninterrupted_run_does(tmp_path, train
     resumed = json.loads((run / "metrics.json").read_text())
     uninterrupted = trained_run.metrics
     history = (run / "history.csv").read_text().splitlines()
-    assert len(history) == 1 + 3 + 2 + 4  # every epoch once, none repeated or lost
+    assert history == (trained_run.run_dir / "history.csv").read_text().splitlines()[:1] + history[1:]
+    assert len(history) == 1 + 3 + 1 + 1  # every epoch once, none repeated or lost
     # Batches depend only on (seed, epoch) and the checkpoint holds weights and optimizer
     # state, so the resumed run ends where the uninterrupted one does (measured: equal to
     # every printed digit; the tolerance only allows for float reduction order).
@@ -108,7 +112,8 @@ def test_cli_train_target_only_from_a_previous_run_on_an_image_folder(tmp_path, 
     # Not a terminal: one progress line per epoch with the phase, the metrics and an ETA.
     assert re.search(r"\[finetune/head\] epoch 2/2  loss [\d.]+  accuracy [\d.]+  val_accuracy [\d.]+  "
                      r"[\d.]+ s/epoch  ETA 0s", result.output), result.output
-    assert "[finetune/full] epoch 1/3" in result.output
+    # 3 epochs of 3 steps, under train.eval_every_steps: one line at the end of the round.
+    assert "[finetune/full] epoch 3/3" in result.output and "[finetune/full] epoch 1/3" not in result.output
     assert "corrupt.jpg" in (out / "skipped_files.txt").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) - {"distribute"} == {"target_val", "target_test"}
@@ -242,3 +247,62 @@ def test_warmup_then_cosine_schedule():
     assert float(s(10)) == pytest.approx(0.1, rel=1e-4)
     assert float(s(55)) == pytest.approx(0.05, rel=1e-3)  # half-way down the cosine
     assert float(s(100)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_short_epochs_are_fitted_in_rounds_that_divide_the_phase():
+    from kerastl.training.stage import epochs_per_round
+
+    assert epochs_per_round(15, 75, 20) == 1  # long epochs: one each
+    assert epochs_per_round(80, 1, 20) == 20  # 80 one-step epochs: 4 rounds of 20 steps
+    assert epochs_per_round(80, 1, 25) == 40  # the fewest epochs >= 25 steps that divide 80
+    assert epochs_per_round(6, 3, 20) == 6  # fewer steps in the whole phase: one round
+    assert epochs_per_round(80, 1, 20, initial_epoch=30) == 10  # a resume point starts a round
+    assert epochs_per_round(7, 1, 20, initial_epoch=3) == 1
+
+
+def test_rounds_of_short_epochs_train_exactly_what_one_epoch_rounds_train(tmp_path):
+    """train.eval_every_steps only thins out the epoch-end work: the same batches reach the
+    same steps, so the weights are bit for bit those of validating after every epoch."""
+    from kerastl.config import config_from_dict
+    from kerastl.training.job import train
+
+    results = {}
+    for every in (1, 20):
+        cfg = tiny_config(source=None, train={"eval_every_steps": every,
+                                              "finetune": {"head_epochs": 0, "epochs": 4, "lr": 0.002}},
+                          model={"weights": "none", "unfreeze": "all"})
+        results[every] = train(config_from_dict(cfg), out=str(tmp_path / str(every)), quiet=True,
+                               echo=lambda s: None)
+    assert [r["epoch"] for r in results[1].history] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in results[20].history] == [4]  # 4 epochs of 3 steps: one round
+    assert results[1].epochs_run == results[20].epochs_run == 4
+    digests = {k: r.metrics["distribute"]["weights_sha256"] for k, r in results.items()}
+    assert digests[1] == digests[20]
+    assert results[1].history[-1]["val_accuracy"] == results[20].history[-1]["val_accuracy"]
+
+
+def test_a_phase_with_the_same_recipe_reuses_the_traced_step_and_trains_the_same_weights(tmp_path, monkeypatch):
+    """pretrain/full then finetune/full with the same variables and optimizer kind: the second
+    phase resets the optimizer and schedule instead of compiling (and tracing) again, and
+    ends with the weights a freshly compiled model would reach."""
+    from kerastl.config import config_from_dict
+    from kerastl.training import finetune
+    from kerastl.training.job import train
+    from kerastl.training.transfer_model import TransferModel
+
+    compiles = []
+    original_compile = TransferModel.compile
+    monkeypatch.setattr(TransferModel, "compile",
+                        lambda self, *a, **k: (compiles.append(1), original_compile(self, *a, **k))[1])
+    cfg = tiny_config(source={"num_examples": 400}, model={"bn": "train", "unfreeze": "all"},
+                      train={"pretrain": {"epochs": 1, "lr": 0.005, "warmup_epochs": 0.5},
+                             "finetune": {"head_epochs": 0, "epochs": 2, "lr": 0.002, "backbone_lr_mult": 1.0}})
+    reused = train(config_from_dict(cfg), out=str(tmp_path / "reused"), quiet=True, echo=lambda s: None)
+    assert len(compiles) == 1
+
+    original_phase = finetune._run_phase
+    monkeypatch.setattr(finetune, "_run_phase", lambda ctx, i, phase, previous: original_phase(ctx, i, phase, None))
+    fresh = train(config_from_dict(cfg), out=str(tmp_path / "fresh"), quiet=True, echo=lambda s: None)
+    assert len(compiles) == 3
+    assert reused.metrics["distribute"]["weights_sha256"] == fresh.metrics["distribute"]["weights_sha256"]
+    assert [r["lr"] for r in reused.history] == [r["lr"] for r in fresh.history]

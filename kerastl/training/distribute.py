@@ -72,6 +72,29 @@ def configure_cpu_devices(count: int | None):
             ) from err
 
 
+def configure_threads(intra_op: int | None, inter_op: int | None):
+    """TensorFlow's CPU thread pools: `intra_op` threads inside one op (a convolution split
+    across cores), `inter_op` ops run at once; None keeps TensorFlow's choice (all cores).
+
+    Must happen before TensorFlow starts; when it already has (several runs in one Python
+    process, e.g. the tests), the process keeps the threads it started with, said in the log.
+    """
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    for value, get, put in ((intra_op, threading.get_intra_op_parallelism_threads,
+                             threading.set_intra_op_parallelism_threads),
+                            (inter_op, threading.get_inter_op_parallelism_threads,
+                             threading.set_inter_op_parallelism_threads)):
+        if value is None or get() == value:
+            continue
+        try:
+            put(value)
+        except RuntimeError:
+            log.info("TensorFlow already started in this process: its CPU thread settings stay as they are")
+            return
+
+
 def make_strategy(dc):
     """The tf.distribute.Strategy that `distribute:` asks for."""
     import tensorflow as tf

@@ -97,9 +97,11 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
     from kerastl.models.factory import build_classifier, validate_unfreeze
     from kerastl.training import adapt, finetune
     from kerastl.training.checkpoint import Checkpoint
-    from kerastl.training.distribute import describe, make_strategy, precision, sync_batchnorm
+    from kerastl.training.distribute import (configure_threads, describe, make_strategy, precision,
+                                             sync_batchnorm)
     from kerastl.training.stage import StageContext
 
+    configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
     # === Strategy and precision ===
     # The strategy first: MultiWorkerMirroredStrategy must exist before other TF work.
     strategy = make_strategy(cfg.distribute)
@@ -143,7 +145,7 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         if state:
             checkpoint.restore_classifier(classifier.model, state)
         history = list(state["history"]) if state else []
-        resumed_rows = len(history)
+        resumed_epochs = epochs_in(history)
 
         # === Stage ===
         stage = adapt if cfg.adapt is not None else finetune
@@ -170,7 +172,7 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         runs.write_json(run_dir / runs.METRICS, metrics)
         report = _write_report(cfg, run_dir, classifier.model, source, target) if cfg.train.report else None
 
-    epochs_run = len(history) - resumed_rows
+    epochs_run = epochs_in(history) - resumed_epochs
     lines = [
         "",
         f"kerastl run {run_dir}",
@@ -179,8 +181,8 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         f"  trained  {result.trained}",
         f"  time     {time.time() - started:.0f} s",
     ]
-    if resumed_rows:
-        lines.append(f"  resumed  after {resumed_rows} finished epoch(s); {epochs_run} epoch(s) trained now")
+    if resumed_epochs:
+        lines.append(f"  resumed  after {resumed_epochs} finished epoch(s); {epochs_run} epoch(s) trained now")
     lines += result.lines
     for split, m in metrics.items():
         if split in ("adaptation", "distribute"):
@@ -198,6 +200,16 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
     # The summary shows even with --quiet, which only silences progress bars.
     echo("\n".join(lines))
     return RunResult(run_dir=run_dir, metrics=metrics, history=history, epochs_run=epochs_run)
+
+
+def epochs_in(history: list) -> int:
+    """Epochs the history's rows cover: a row may end several short epochs (see
+    `train.eval_every_steps`), so the last `epoch` of each stage/phase is counted."""
+    last = {}
+    for row in history:
+        key = (row.get("stage"), row.get("phase"))
+        last[key] = max(last.get(key, 0), int(row.get("epoch", 0)))
+    return sum(last.values())
 
 
 def _write_report(cfg, run_dir, model, source, target):

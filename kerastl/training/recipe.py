@@ -39,18 +39,9 @@ def make_optimizer(name: str, learning_rate, weight_decay: float | None = None):
 
 def make_schedule(lr: float, steps: int, warmup_steps: int):
     """Linear warmup to `lr` over `warmup_steps`, then cosine decay to 0 at `steps`."""
-    import keras
+    from kerastl.training.schedules import WarmupCosine
 
-    steps = max(steps, 1)
-    warmup_steps = min(warmup_steps, steps - 1) if steps > 1 else 0
-    if warmup_steps > 0:
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0,
-            decay_steps=steps - warmup_steps,
-            warmup_target=lr,
-            warmup_steps=warmup_steps,
-        )
-    return keras.optimizers.schedules.CosineDecay(initial_learning_rate=lr, decay_steps=steps)
+    return WarmupCosine(lr, steps, warmup_steps)
 
 
 def budget(epochs: int, steps_per_epoch: int, steps: int | None) -> tuple[int, int]:
