@@ -306,3 +306,22 @@ def test_a_phase_with_the_same_recipe_reuses_the_traced_step_and_trains_the_same
     assert len(compiles) == 3
     assert reused.metrics["distribute"]["weights_sha256"] == fresh.metrics["distribute"]["weights_sha256"]
     assert [r["lr"] for r in reused.history] == [r["lr"] for r in fresh.history]
+
+
+def test_thread_settings_apply_in_a_new_process_and_are_kept_once_tensorflow_started(caplog):
+    from kerastl.training.distribute import configure_threads
+
+    code = ("from kerastl.training.distribute import configure_threads; configure_threads(1, 2); "
+            "import tensorflow as tf; t = tf.config.threading; "
+            "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.stdout.split() == ["1", "2"]
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # this process's TensorFlow has started
+    before = tf.config.threading.get_intra_op_parallelism_threads()
+    with caplog.at_level("INFO", logger="kerastl"):
+        configure_threads(before + 1, None)  # no error: the run goes on with the threads it has
+    assert tf.config.threading.get_intra_op_parallelism_threads() == before
+    assert "CPU thread settings stay as they are" in caplog.text
