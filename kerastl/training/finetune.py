@@ -108,7 +108,8 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
     rates = [st.lr] + ([st.lr * st.backbone_lr_mult] if two_rates else [])
     key = (repr(phase.policy), bn, st.optimizer, st.weight_decay, two_rates, st.label_smoothing,
            st.class_weights)
-    if previous is not None and previous.key == key:
+    resettable = previous is not None and all(hasattr(s, "reset") for s in previous.schedules)
+    if previous is not None and previous.key == key and resettable:
         compiled = previous
         for optimizer, values in zip(compiled.optimizers, compiled.initial):
             for variable, value in zip(optimizer.variables, values):

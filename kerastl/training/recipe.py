@@ -38,10 +38,24 @@ def make_optimizer(name: str, learning_rate, weight_decay: float | None = None):
 
 
 def make_schedule(lr: float, steps: int, warmup_steps: int):
-    """Linear warmup to `lr` over `warmup_steps`, then cosine decay to 0 at `steps`."""
-    from kerastl.training.schedules import WarmupCosine
+    """Linear warmup to `lr` over `warmup_steps`, then cosine decay to 0 at `steps`.
 
-    return WarmupCosine(lr, steps, warmup_steps)
+    On one device: a `WarmupCosine` (numbers in variables, resettable, so fine-tuning can
+    reuse a traced step). With several replicas: Keras' CosineDecay, constants only, so no
+    extra variables are created (and broadcast between workers) under the strategy."""
+    import keras
+    import tensorflow as tf
+
+    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        from kerastl.training.schedules import WarmupCosine
+
+        return WarmupCosine(lr, steps, warmup_steps)
+    steps = max(steps, 1)
+    warmup_steps = min(warmup_steps, steps - 1) if steps > 1 else 0
+    if warmup_steps > 0:
+        return keras.optimizers.schedules.CosineDecay(initial_learning_rate=0.0, decay_steps=steps - warmup_steps,
+                                                      warmup_target=lr, warmup_steps=warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(initial_learning_rate=lr, decay_steps=steps)
 
 
 def budget(epochs: int, steps_per_epoch: int, steps: int | None) -> tuple[int, int]:
