@@ -52,7 +52,7 @@ def _timed_fit(model, data, *, steps: int, repeats: int, **fit_kwargs) -> float:
     return statistics.median(times[1:])
 
 
-def _default_config(size: int | None = None, backbone_args=None):
+def _default_config(size: int | None = None):
     import dataclasses
 
     from kerastl.config import load_config
@@ -61,8 +61,6 @@ def _default_config(size: int | None = None, backbone_args=None):
     model = cfg.model
     if size is not None:
         model = dataclasses.replace(model, input_size=size)
-    if backbone_args is not None:
-        model = dataclasses.replace(model, backbone_args=backbone_args)
     return dataclasses.replace(cfg, model=model)
 
 
