@@ -140,6 +140,10 @@ class TrainConfig:
     # at 160+ px) need intra-op threads (benchmarks/results/step_overhead.md).
     intra_op_threads: Optional[int] = field(default=None, metadata={"min": 1})
     inter_op_threads: Optional[int] = field(default=None, metadata={"min": 1})
+    # A head-only phase (backbone frozen, its BN in inference mode) on images without
+    # augmentation computes the backbone's features once and trains the head on them:
+    # the same training, without running the backbone every epoch. false: always images.
+    cache_features: bool = True
     # Write report.html (one self-contained page of the run) at the end; `kerastl report
     # RUN` writes it any time later.
     report: bool = True

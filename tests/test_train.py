@@ -281,6 +281,45 @@ def test_rounds_of_short_epochs_train_exactly_what_one_epoch_rounds_train(tmp_pa
     assert results[1].history[-1]["val_accuracy"] == results[20].history[-1]["val_accuracy"]
 
 
+def test_a_frozen_backbone_head_phase_trains_on_features_computed_once(tmp_path, trained_run):
+    """Head-only fine-tuning without augmentation: the head trains on the backbone's
+    features computed once, and ends where training on images (the backbone run every
+    step) ends; with augmentation the images are used, as they change every epoch."""
+    from kerastl.config import config_from_dict
+    from kerastl.training.job import train
+
+    def run(name, **train_cfg):
+        lines = []
+        # The shared run's backbone: features that tell the images apart.
+        cfg = tiny_config(source=None, model={"weights": str(trained_run.run_dir), "dropout": 0.2},
+                          train={"finetune": {"head_epochs": 3, "epochs": 0, "lr": 0.01}, **train_cfg})
+        result = train(config_from_dict(cfg), out=str(tmp_path / name), quiet=False, echo=lines.append)
+        return result, "\n".join(lines)
+
+    cached, cached_log = run("cached")
+    images, images_log = run("images", cache_features=False)
+    assert "the head trains on them" in cached_log and "the head trains on them" not in images_log
+    assert "features of 279 images computed once" in cached_log  # 100 labelled + 179 validation
+    # The same batches and dropout masks reach the same head: equal up to float rounding.
+    for a, b in zip(cached.history, images.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+    for split in ("target_val", "target_test"):
+        assert cached.metrics[split]["loss"] == pytest.approx(images.metrics[split]["loss"], rel=1e-4)
+
+    from kerastl.config import config_from_dict as parse
+    from kerastl.data.augment import build_augmenter
+    from kerastl.models.factory import build_classifier
+    from kerastl.training.finetune import Phase, frozen_features_apply
+
+    cfg = parse(tiny_config(source=None, model={"weights": "none"}))
+    classifier = build_classifier(cfg.model, 10)
+    head = Phase("finetune", "head", 1, "frozen")
+    assert frozen_features_apply(cfg, classifier, head, None)
+    assert not frozen_features_apply(cfg, classifier, head, build_augmenter({"rotate": 0.1}, "target"))
+    assert not frozen_features_apply(cfg, classifier, Phase("finetune", "full", 1, "all"), None)
+
+
 def test_a_phase_with_the_same_recipe_reuses_the_traced_step_and_trains_the_same_weights(tmp_path, monkeypatch):
     """pretrain/full then finetune/full with the same variables and optimizer kind: the second
     phase resets the optimizer and schedule instead of compiling (and tracing) again, and

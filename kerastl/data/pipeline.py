@@ -102,8 +102,13 @@ def build_dataset(
     epochs: int = 1,
     initial_epoch: int = 0,
     weights: np.ndarray | None = None,
+    features: np.ndarray | None = None,
 ):
     """Batched (image, one-hot label[, sample weight]) dataset of one split.
+
+    With `features` (one row per image of `split`, in its order), the rows take the
+    images' place: a frozen backbone's outputs computed once, batched exactly as the
+    images would be.
 
     For training, the order of epoch `e` depends only on (`seed`, `e`), so a run resumed at
     epoch `e` sees the same batches as the uninterrupted run. The dataset then yields the
@@ -112,9 +117,12 @@ def build_dataset(
     """
     import tensorflow as tf
 
-    ds = examples(split, size)
-    if cache:
-        ds = ds.cache(cache if isinstance(cache, str) else "")
+    if features is not None:
+        ds = tf.data.Dataset.from_tensor_slices((features, split.labels.astype(np.int32)))
+    else:
+        ds = examples(split, size)
+        if cache:
+            ds = ds.cache(cache if isinstance(cache, str) else "")
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
 
     weight_table = tf.constant(weights) if weights is not None else None

@@ -12,6 +12,8 @@ Each phase has fresh optimizers and its own warmup + cosine schedule.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,15 +93,26 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
     set_trainable(classifier.backbone, phase.policy, bn)
 
     initial_epoch = ctx.initial_epoch(phase.key)
+    augmenter = ctx.augmenters["source" if on_source else "target"]
+    cached = initial_epoch < phase.epochs and frozen_features_apply(cfg, classifier, phase, augmenter)
+    features = {}
+    if cached:
+        start = time.perf_counter()
+        features = {name: frozen_features(classifier, split, batch)
+                    for name, split in (("train", train_split), ("val", val_split))
+                    if split is not None and len(split)}
+        ctx.announce(f"   backbone frozen, no augmentation: its features of {sum(map(len, features.values())):,} "
+                     f"images computed once ({time.perf_counter() - start:.1f} s); the head trains on them")
     train_ds = build_dataset(
         train_split, size, batch, domain.num_classes, training=True, seed=cfg.seed * 31 + index,
-        augmenter=ctx.augmenters["source" if on_source else "target"],
+        augmenter=augmenter,
         cache=cache_path(data_cfg.cache, phase.stage, "train", size), epochs=phase.epochs,
         initial_epoch=initial_epoch,
         weights=class_weights(train_split.labels, domain.num_classes) if st.class_weights else None,
+        features=features.get("train"),
     )
     val_ds = (build_dataset(val_split, size, batch, domain.num_classes,
-                            cache=cache_path(data_cfg.cache, phase.stage, "val", size))
+                            cache=cache_path(data_cfg.cache, phase.stage, "val", size), features=features.get("val"))
               if val_split is not None and len(val_split) else None)
 
     total = steps * phase.epochs
@@ -107,7 +120,7 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
     two_rates = phase.name == "full" and st.backbone_lr_mult != 1.0
     rates = [st.lr] + ([st.lr * st.backbone_lr_mult] if two_rates else [])
     key = (repr(phase.policy), bn, st.optimizer, st.weight_decay, two_rates, st.label_smoothing,
-           st.class_weights)
+           st.class_weights, cached)
     resettable = previous is not None and all(hasattr(s, "reset") for s in previous.schedules)
     if previous is not None and previous.key == key and resettable:
         compiled = previous
@@ -121,7 +134,9 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
 
         schedules = [make_schedule(lr, total, warmup) for lr in rates]
         optimizers = [make_optimizer(st.optimizer, schedule, st.weight_decay) for schedule in schedules]
-        model = TransferModel(classifier)
+        # On cached features the model trained is the head alone (it shares its layers
+        # with the classifier, which the checkpoints save).
+        model = TransferModel(dataclasses.replace(classifier, model=classifier.head) if cached else classifier)
         model.compile(
             optimizer=optimizers[0],
             backbone_optimizer=optimizers[1] if two_rates else None,
@@ -140,3 +155,40 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
             epochs=phase.epochs, steps=steps, min_steps=cfg.train.eval_every_steps)
     require_finite(ctx, f"lower train.{phase.stage}.lr (now {st.lr})")
     return compiled
+
+
+def frozen_features_apply(cfg, classifier, phase: Phase, augmenter) -> bool:
+    """Whether a phase may train its head on the backbone's features computed once: the
+    backbone is frozen (Keras then runs its BatchNormalization in inference mode), no
+    augmentation changes the images between epochs, nothing random runs inside the
+    backbone (dropout, noise), no bottleneck trains between backbone and head, and the
+    run is on one device (distributed runs keep the image pipeline)."""
+    import keras
+
+    from kerastl.training.distribute import replicas
+
+    if not (cfg.train.cache_features and phase.policy == "frozen" and augmenter is None and replicas() == 1):
+        return False
+    if any(layer.name == "bottleneck" for layer in classifier.model.layers):
+        return False
+    random = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+              keras.layers.SpatialDropout3D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+              keras.layers.AlphaDropout)
+
+    def layers(model):
+        for layer in model.layers:
+            yield layer
+            if hasattr(layer, "layers"):
+                yield from layers(layer)
+
+    return not any(isinstance(layer, random) and getattr(layer, "rate", 1.0) != 0
+                   for layer in layers(classifier.model) if layer not in classifier.head.layers)
+
+
+def frozen_features(classifier, split, batch_size: int) -> np.ndarray:
+    """The classifier's features (backbone + pooling, inference mode) of every image of
+    `split`, in its order."""
+    from kerastl.data.pipeline import build_dataset
+
+    ds = build_dataset(split, classifier.input_size, batch_size, 1, cache=False)
+    return classifier.features.predict(ds.map(lambda x, y: x), verbose=0)
