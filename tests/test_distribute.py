@@ -63,6 +63,26 @@ def test_steps_on_two_replicas_equal_steps_on_one_device(method, replica_steps):
         assert diff <= 1e-3 * scale + 1e-7, f"{name}: updates differ by {diff:.3g} (update size {scale:.3g})"
 
 
+def test_evaluation_never_hands_a_replica_an_empty_batch():
+    """33 validation images at batch 32 on 2 replicas: the last batch of one image would
+    leave one replica an empty batch, which crashes a conv + BN model on CPU; kerastl
+    batches evaluation so that it cannot happen, with the same accuracy as one device."""
+    from kerastl.data.pipeline import eval_batch_size
+
+    assert eval_batch_size(33, 32, 1) == 32 and eval_batch_size(179, 20, 2) == 20
+    assert eval_batch_size(33, 32, 2) == 30  # last batch of 3
+    assert eval_batch_size(41, 20, 4) == 16  # 41 % 20 = 1 < 4; 41 % 16 = 9
+    assert eval_batch_size(40, 20, 2) == 20  # no last batch
+    fixed = subprocess.run([sys.executable, str(HERE / "replica_eval.py"), "2"], capture_output=True, text=True,
+                           timeout=300, cwd=HERE)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    accuracy = [float(v) for v in fixed.stdout.split("ACCURACY")[1].split()]
+    assert accuracy[0] == pytest.approx(accuracy[1], abs=1e-6)
+    before = subprocess.run([sys.executable, str(HERE / "replica_eval.py"), "1"], capture_output=True, text=True,
+                            timeout=300, cwd=HERE)
+    assert before.returncode != 0 and "Incompatible shapes" in before.stderr and "[0,32,32,3]" in before.stderr
+
+
 # --- multi-worker on localhost -----------------------------------------------------------
 # Fine-tuning the shared tiny run's model with SGD and frozen BatchNormalization. The
 # reference is one worker with the same global batch on 2 replicas (MirroredStrategy over
@@ -115,7 +135,7 @@ def _start_workers(args, tmp_path):
 
     procs = []
     for i, conf in enumerate(tf_configs(2)):
-        env = dict(os.environ, TF_CONFIG=json.dumps(conf), TF_CPP_MIN_LOG_LEVEL="3")
+        env = dict(os.environ, TF_CONFIG=json.dumps(conf), TF_CPP_MIN_LOG_LEVEL="1")
         log = open(tmp_path / f"worker-{i}.log", "a")
         procs.append(subprocess.Popen([sys.executable, "-m", "kerastl", "train", *args], env=env,
                                       stdout=log, stderr=subprocess.STDOUT))
@@ -132,7 +152,14 @@ def _digest(log_text):
 # QUARANTINED, not fixed: since the speed work (faster epochs and checkpoint commits) the
 # non-chief worker intermittently gets an empty per-replica batch ("Incompatible shapes:
 # [0,32,32,3] vs. [16]") in 2 of 4 fresh-clone runs; passes alone. A real multi-worker bug
-# to find first next (see the stop-21 note); remove this mark with the fix.
+# to find first next (see the stop-21 and stop-22 notes); remove this mark with the fix.
+# Found so far: the empty batch is TensorFlow's partial-batch dummy in the validation pass
+# (this worker's iterator had no value while the other's had); any empty batch crashes the
+# model (reproduced alone: on a [0, 32, 32, 3] batch the first BN gets the input's shape,
+# not the conv's). The last batch of the 179 validation images splits 10 + 9, so this
+# worker's pipeline ended early, or the workers' collectives paired up wrongly. Not reproduced
+# in 13 runs alone or under CPU load nor in a 5th fresh-clone suite; the workers now log
+# TensorFlow's warnings (level 1) so the next failure shows more.
 @pytest.mark.xfail(strict=False, reason="intermittent empty batch on the non-chief worker (under investigation)")
 def test_two_workers_killed_and_resumed_end_like_one_process(trained_run, tmp_path):
     from conftest import write_config

@@ -31,6 +31,7 @@ def run(ctx: StageContext) -> StageResult:
     from kerastl.data.pipeline import build_dataset, cache_path, paired_dataset, steps_per_epoch
     from kerastl.evaluation.domain_gap import draw_embedding, features_of, proxy_a_distance
     from kerastl.models.factory import set_trainable
+    from kerastl.training.distribute import replicas
     from kerastl.training.recipe import annealed_lr, budget, make_optimizer, resolve_bn
     from kerastl.training.selection import best_epoch_callback
     from kerastl.training.validation import choices, validators_callback
@@ -83,7 +84,7 @@ def run(ctx: StageContext) -> StageResult:
                               labelled_cache=cache_path(cfg.target.cache, "adapt-target", "labelled", size))
     val_split = source.splits.get("val")
     val_ds = (build_dataset(val_split, size, batch, source.num_classes,
-                            cache=cache_path(cfg.source.cache, "adapt-source", "val", size))
+                            cache=cache_path(cfg.source.cache, "adapt-source", "val", size), replicas=replicas())
               if val_split is not None and len(val_split) else None)
     # Held-back target images for the label-free validators: the target validation split
     # (its labels are not read); the target test split only measures each epoch.

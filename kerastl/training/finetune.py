@@ -79,6 +79,7 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
 
     from kerastl.data.pipeline import build_dataset, cache_path, class_weights, steps_per_epoch
     from kerastl.models.factory import set_trainable
+    from kerastl.training.distribute import replicas
     from kerastl.training.recipe import make_optimizer, make_schedule, resolve_bn
 
     cfg, classifier = ctx.cfg, ctx.classifier
@@ -112,7 +113,8 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
         features=features.get("train"),
     )
     val_ds = (build_dataset(val_split, size, batch, domain.num_classes,
-                            cache=cache_path(data_cfg.cache, phase.stage, "val", size), features=features.get("val"))
+                            cache=cache_path(data_cfg.cache, phase.stage, "val", size), features=features.get("val"),
+                            replicas=replicas())
               if val_split is not None and len(val_split) else None)
 
     total = steps * phase.epochs
