@@ -9,6 +9,8 @@ fixed per process) and builds the table; run a row alone to look at it:
     python benchmarks/perf_rows.py hardware [--quick]
     python benchmarks/perf_rows.py frozen_features [--quick]
     python benchmarks/perf_rows.py naive_fit [--quick]
+    python benchmarks/perf_rows.py adapt_peer [--quick]
+    python benchmarks/perf_rows.py jpeg_pipeline [--quick]
 
 Times are medians over repeats measured side by side in the same process, after a warm-up
 (tracing and graph optimisation excluded): this machine is shared and noisy, so the rows
@@ -503,9 +505,210 @@ def naive_fit(quick: bool) -> dict:
     return out
 
 
+_ADAPT_DANN = """
+import json, os, sys, time
+t0 = time.perf_counter()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, keras, tensorflow as tf
+from adapt.feature_based import DANN
+from adapt.utils import UpdateLambda
+from kerastl.adaptation.dann import discriminator
+from kerastl.config import load_config
+from kerastl.data.domain import load_domain
+from kerastl.data.pipeline import build_dataset
+from kerastl.models.factory import build_classifier
+
+steps = int(sys.argv[1])
+cfg = load_config("configs/digits_dann.yaml")
+tf.config.threading.set_intra_op_parallelism_threads(cfg.train.intra_op_threads)
+keras.utils.set_random_seed(0)
+
+def arrays(split, classes):
+    xs, ys = [], []
+    for x, y in build_dataset(split, cfg.model.input_size, 256, classes):
+        xs.append(x.numpy()), ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+source = load_domain(cfg.source, cfg.seed, "source")
+target = load_domain(cfg.target, cfg.seed, "target")
+xs, ys = arrays(source.splits["train"], source.num_classes)
+xt, _ = arrays(target.splits["train"], target.num_classes)
+x_test, y_test = arrays(target.splits["test"], target.num_classes)
+# kerastl's networks for this config: backbone + bottleneck as the encoder, its head, its
+# discriminator (ADAPT's DANN wants probabilities: a sigmoid after the logit).
+classifier = build_classifier(cfg.model, source.num_classes)
+disc = keras.Sequential([discriminator(classifier.features.output_shape[-1], 1024, "discriminator"),
+                         keras.layers.Activation("sigmoid")])
+a = cfg.adapt
+
+class Annealed(keras.callbacks.Callback):
+    # kerastl's (and TLlib's) lr / (1 + alpha p)^beta over the run's steps, set before every
+    # step on ADAPT's three optimizers (ADAPT rebuilds optimizers from their configs, which
+    # a custom schedule object does not survive).
+    def on_train_batch_begin(self, batch, logs=None):
+        p = min(float(self.model.optimizer.iterations.numpy()) / steps, 1.0)
+        lr = a.lr / (1.0 + a.anneal_alpha * p) ** a.anneal_beta
+        for o in (self.model.optimizer, self.model.optimizer_enc, self.model.optimizer_disc):
+            o.learning_rate = lr
+
+def sgd():
+    return keras.optimizers.SGD(a.lr, momentum=0.9, nesterov=True, weight_decay=a.weight_decay)
+
+batch = cfg.train.batch_size // 2  # 32 source + 32 target images per step, as kerastl's
+per_epoch = -(-len(xs) // batch)
+model = DANN(classifier.features, classifier.head, disc, Xt=xt, lambda_=tf.Variable(0.0),
+             optimizer=sgd(), optimizer_enc=sgd(), optimizer_disc=sgd(), loss="categorical_crossentropy",
+             random_state=0, verbose=0)
+started = time.perf_counter()
+model.fit(xs, ys, epochs=max(1, round(steps / per_epoch)), batch_size=batch, verbose=0,
+          callbacks=[UpdateLambda(lambda_max=1.0, max_steps=steps, gamma=a.params.get("gamma", 10.0)), Annealed()])
+fit_s = time.perf_counter() - started
+accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test.argmax(-1)))
+print(json.dumps({"fit_s": fit_s, "steps": max(1, round(steps / per_epoch)) * per_epoch,
+                  "process_s": time.perf_counter() - t0, "target_test_accuracy": accuracy}))
+"""
+
+
+def adapt_peer(quick: bool) -> dict:
+    """kerastl's DANN (configs/digits_dann.yaml as shipped) against ADAPT's DANN (the `adapt`
+    package: pip install .[bench]) with kerastl's networks for that config (encoder =
+    backbone + bottleneck, head, discriminator), its optimizer (SGD, Nesterov momentum,
+    weight decay, annealed lr), lambda ramp, batch (32 + 32) and number of steps, on
+    syndigits -> digits: whole-process wall time and target test accuracy. ADAPT reads
+    in-memory arrays without augmentation (kerastl's config augments the source) and
+    passes source and target through BN separately (kerastl: jointly)."""
+    import subprocess
+
+    try:
+        import adapt  # noqa: F401
+    except ImportError:
+        return {"missing": "the adapt package (pip install '.[bench]')"}
+    steps = 300 if quick else 3000
+    root = os.path.join(os.path.dirname(__file__), "..")
+    start = time.perf_counter()
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "kerastl", "train", "configs/digits_dann.yaml", "--quiet", "--out", tmp + "/k",
+                        "--set", f"adapt.steps={steps}", "--set", "train.report=false"], check=True, cwd=root,
+                       capture_output=True)
+        kerastl_s = time.perf_counter() - start
+        with open(tmp + "/k/metrics.json") as f:
+            kerastl_accuracy = json.load(f)["target_test"]["accuracy"]
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _ADAPT_DANN, str(steps)], check=True, cwd=root, capture_output=True,
+                          text=True)
+    peer = json.loads(proc.stdout.strip().splitlines()[-1])
+    peer["wall_s"] = time.perf_counter() - start
+    return {"steps": steps, "kerastl_s": kerastl_s, "kerastl_accuracy": kerastl_accuracy, "adapt": peer,
+            "speedup": peer["wall_s"] / kerastl_s}
+
+
+def _photo_folder(root: str, n: int, seed: int = 0) -> list:
+    """n camera-size JPEGs (640x480, quality 90) cut from the two photos scikit-learn ships
+    (china.jpg, flower.jpg: 427x640): random crops, flips and brightness, two class folders."""
+    import numpy as np
+    from PIL import Image, ImageEnhance
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    paths = []
+    for i in range(n):
+        k = i % 2
+        im = photos[k]
+        w, h = rng.integers(320, 640), rng.integers(240, 427)
+        x, y = rng.integers(0, im.width - w + 1), rng.integers(0, im.height - h + 1)
+        crop = im.crop((x, y, x + w, y + h)).resize((640, 480), Image.BILINEAR)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        crop = ImageEnhance.Brightness(crop).enhance(float(rng.uniform(0.7, 1.3)))
+        folder = os.path.join(root, ("china", "flower")[k])
+        os.makedirs(folder, exist_ok=True)
+        paths.append(os.path.join(folder, f"{i:05d}.jpg"))
+        crop.save(paths[-1], quality=90)
+    return paths
+
+
+_RSS = """
+import json, resource, sys
+sys.path.insert(0, ".")
+import numpy as np
+from kerastl.data.pipeline import build_dataset
+from kerastl.data.splits import Split
+paths = json.load(open(sys.argv[1])) * int(sys.argv[2])
+split = Split(labels=np.arange(len(paths)) % 2, paths=paths)
+for _ in build_dataset(split, 224, 32, 2, training=True, epochs=2):  # the default: cached in memory
+    pass
+print(json.dumps({"images": len(paths), "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def jpeg_pipeline(quick: bool) -> dict:
+    """kerastl's input pipeline on a folder of 640x480 JPEGs at 224 px: the up-front check of
+    every file, decode + resize + the default augmentation uncached (images per second, all
+    cores), against what a MobileNetV3Small training step at 224 px consumes (batch 32), and
+    the peak memory of the default in-memory cache at 1x, 4x and 16x the files."""
+    import subprocess
+    import tempfile
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from kerastl.data.augment import build_augmenter
+    from kerastl.data.images import check_images
+    from kerastl.data.pipeline import build_dataset
+    from kerastl.data.splits import Split
+    from kerastl.models.factory import build_classifier
+    from kerastl.training.transfer_model import TransferModel
+
+    n = 400 if quick else 2000
+    out = {"files": n, "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        paths = _photo_folder(tmp, n)
+        out["make_folder_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        check_images(paths)
+        out["check_ms_per_file"] = 1000 * (time.perf_counter() - start) / n
+        split = Split(labels=np.arange(n) % 2, paths=paths)
+        augmenter = build_augmenter(_default_config().source.augment, "source")
+        rates = []
+        for _ in range(2):
+            ds = build_dataset(split, 224, 32, 2, training=True, augmenter=augmenter, cache=False, epochs=1)
+            start, seen = time.perf_counter(), 0
+            for x, _y in ds:
+                seen += int(x.shape[0])
+            rates.append(seen / (time.perf_counter() - start))
+        out["pipeline_img_s"] = max(rates)
+        out["pipeline_img_s_per_core"] = out["pipeline_img_s"] / out["cores"]
+
+        cfg = _default_config(224)
+        model_cfg = __import__("dataclasses").replace(cfg.model, backbone_args={}, bn="train")
+        keras.utils.set_random_seed(0)
+        model = TransferModel(build_classifier(model_cfg, 2))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+        x = tf.random.uniform([32 * 4, 224, 224, 3], 0, 255)
+        y = tf.one_hot(np.arange(32 * 4) % 2, 2)
+        tensors = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True).repeat()
+        step_s = _timed_fit(model, tensors, steps=4, repeats=2 if quick else 3)
+        out["step_img_s"] = 32 / step_s
+        out["ratio"] = out["pipeline_img_s"] / out["step_img_s"]
+
+        listing = os.path.join(tmp, "paths.json")
+        with open(listing, "w") as f:
+            json.dump(paths[: 100 if quick else 250], f)
+        out["rss"] = {}
+        for times in (1, 4, 16):
+            proc = subprocess.run([sys.executable, "-c", _RSS, listing, str(times)], check=True, capture_output=True,
+                                  text=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
+            out["rss"][f"{times}x"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 ROWS = {"step_overhead": step_overhead, "adaptation_cost": adaptation_cost, "tflite_224": tflite_224,
         "hardware": hardware, "scaling": scaling, "frozen_features": frozen_features,
-        "naive_fit": naive_fit}
+        "naive_fit": naive_fit, "adapt_peer": adapt_peer,
+        "jpeg_pipeline": jpeg_pipeline}
 
 
 def main():
