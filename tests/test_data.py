@@ -124,6 +124,49 @@ def test_bad_files_are_skipped_counted_and_listed(tmp_path):
     assert len(batches) > 0 and batches[0][0].shape[1:] == (16, 16, 3)
 
 
+def test_plain_jpegs_decode_in_the_graph_like_pillow_and_the_rest_stay_with_pillow(tmp_path):
+    """A plain JPEG is checked at 1/8 scale and decoded by TensorFlow (DCT-scaled), giving
+    what Pillow's full decode gives after the resize; a rotated photo (EXIF), a PNG and a
+    CMYK JPEG stay with Pillow; a truncated JPEG is still caught by the check."""
+    from sklearn.datasets import load_sample_image
+
+    from kerastl.data.images import inspect_image
+    from kerastl.data.pipeline import examples
+    from kerastl.data.splits import Split
+
+    photo = Image.fromarray(load_sample_image("flower.jpg"))  # 427x640: a real photo
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    photo.save(tmp_path / "a" / "plain.jpg", quality=90)
+    photo.convert("L").save(tmp_path / "a" / "grey.jpg", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    photo.save(tmp_path / "b" / "rotated.jpg", quality=90, exif=exif)
+    photo.save(tmp_path / "b" / "photo.png")
+    photo.convert("CMYK").save(tmp_path / "b" / "cmyk.jpg", quality=90)
+    data = (tmp_path / "a" / "plain.jpg").read_bytes()
+    (tmp_path / "b" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+
+    checked = {p.name: inspect_image(str(p)) for p in sorted(tmp_path.glob("*/*"))}
+    assert {k: v[1] for k, v in checked.items()} == {
+        "plain.jpg": True, "grey.jpg": True, "rotated.jpg": False, "photo.png": False, "cmyk.jpg": False,
+        "truncated.jpg": False}
+    assert checked["truncated.jpg"][0] and all(v[0] is None for k, v in checked.items() if k != "truncated.jpg")
+
+    d = load_domain(DataConfig(dataset=str(tmp_path), val_fraction=0.0, test_fraction=0.0), 0, "target")
+    train = d.splits["train"]
+    assert dict(zip((p.rsplit("/", 1)[-1] for p in train.paths), train.in_graph.tolist())) == {
+        "plain.jpg": True, "grey.jpg": True, "rotated.jpg": False, "photo.png": False, "cmyk.jpg": False}
+    for size in (32, 224):  # DCT scale 1/8 and 1/2
+        fast = np.stack([x for x, _ in examples(train, size)]).astype(float)
+        slow = np.stack([x for x, _ in examples(Split(train.labels, paths=train.paths), size)]).astype(float)
+        diff = np.abs(fast - slow).mean(axis=(1, 2, 3))
+        assert diff.max() < 4.0, diff  # of 255 levels (measured ~2 at 32 px): DCT scaling, not another image
+    rotated = [x for (x, _), p in zip(examples(train, 32), train.paths) if p.endswith("rotated.jpg")][0]
+    plain = [x for (x, _), p in zip(examples(train, 32), train.paths) if p.endswith("plain.jpg")][0]
+    assert np.abs(rotated.numpy().astype(float) - plain.numpy()).mean() > 10  # turned, as displayed
+
+
 def test_split_folders_on_disk_and_val_carved_from_train(tmp_path):
     make_image_folder(tmp_path / "d" / "train", per_class=10)
     make_image_folder(tmp_path / "d" / "test", per_class=3, seed=1)

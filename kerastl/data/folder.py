@@ -3,8 +3,10 @@
     root/train/<class>/*.jpg, root/test/<class>/*.jpg [, root/val/<class>/*.jpg]
     root/<class>/*.jpg                      (split by val_fraction / test_fraction)
 
-Every file is decoded once up front: a file that does not decode is left out, counted and
-reported, so that training never dies mid-epoch on it and never skips it silently.
+Every file is checked once up front: a file that does not decode is left out, counted and
+reported, so that training never dies mid-epoch on it and never skips it silently. Plain
+JPEGs are checked at 1/8 scale and later decoded in the input graph by TensorFlow; other
+files are decoded in full by Pillow (see `images.inspect_image`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kerastl.data.splits import SourceData, Split, source, split_indices
-from kerastl.data.images import IMAGE_EXTENSIONS, check_images
+from kerastl.data.images import IMAGE_EXTENSIONS, inspect_images
 from kerastl.errors import DataError
 
 SPLIT_DIRS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -59,6 +61,7 @@ def folder_splits(root: str, cfg, seed: int, origin: str) -> SourceData:
     subdirs = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
     split_layout = "train" in subdirs and set(subdirs) <= set(SPLIT_DIRS)
     raw: dict[str, tuple[list[str], np.ndarray]] = {}
+    in_graph: dict[str, bool] = {}
     if split_layout:
         per_split = {SPLIT_DIRS[k]: _classes(p, origin) for k, p in subdirs.items()}
         class_names = sorted(per_split["train"])
@@ -76,10 +79,12 @@ def folder_splits(root: str, cfg, seed: int, origin: str) -> SourceData:
         class_names = sorted(files)
         raw["all"] = _to_split(files, class_names)
 
-    # Decode every file once; leave out (and report) the ones that do not decode.
+    # Check every file once; leave out (and report) the ones that do not decode.
     skipped: list[tuple[str, str]] = []
     for name, (paths, labels) in list(raw.items()):
-        reasons = check_images(paths)
+        checked = inspect_images(paths)
+        reasons = [reason for reason, _ in checked]
+        in_graph.update((p, fast) for p, (_, fast) in zip(paths, checked))
         keep = np.array([r is None for r in reasons], bool)
         skipped += [(p, r) for p, r in zip(paths, reasons) if r is not None]
         raw[name] = ([p for p, k in zip(paths, keep) if k], labels[keep])
@@ -100,5 +105,6 @@ def folder_splits(root: str, cfg, seed: int, origin: str) -> SourceData:
             raise DataError(
                 f"{origin}.dataset: class {name!r} has no decodable training images in {folder}"
             )
-    splits = {k: Split(labels=l, paths=p) for k, (p, l) in raw.items() if len(l)}
+    splits = {k: Split(labels=l, paths=p, in_graph=np.array([in_graph[x] for x in p], bool))
+              for k, (p, l) in raw.items() if len(l)}
     return SourceData(class_names, splits, skipped)

@@ -1,5 +1,8 @@
 """tf.data pipelines: decode, convert to RGB, resize, cache, shuffle, batch, augment.
 
+Plain JPEGs are decoded in the graph by TensorFlow (DCT-scaled to the model's size); other
+image files by Pillow through `tf.numpy_function`.
+
 Images are cached as uint8 and leave the pipeline as float32 RGB in [0, 255]; each backbone's own preprocessing is
 a layer inside the model, so that a saved model takes plain pixels.
 """
@@ -20,6 +23,22 @@ def _decode_path(path):
     from kerastl.data.images import read_rgb
 
     image = tf.numpy_function(lambda p: read_rgb(p.decode()), [path], tf.uint8, stateful=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _decode_jpeg_in_graph(path, size: int):
+    """A plain JPEG (see `images.inspect_image`) decoded by TensorFlow, at the largest DCT
+    scale (1/8, 1/4, 1/2 or 1) that keeps both sides >= `size`: a 640x480 photo for a 224 px
+    model decodes at 320x240, a quarter of the pixels, before the antialiased resize."""
+    import tensorflow as tf
+
+    contents = tf.io.read_file(path)
+    shape = tf.io.extract_jpeg_shape(contents)
+    short = tf.minimum(shape[0], shape[1])
+    scale = sum(tf.cast(short >= k * size, tf.int32) for k in (2, 4, 8))  # 0..3: ratio 1, 2, 4, 8
+    image = tf.switch_case(scale, [lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r)
+                                   for r in (1, 2, 4, 8)])
     image.set_shape([None, None, 3])
     return image
 
@@ -58,6 +77,11 @@ def examples(split: Split, size: int):
 
     if split.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    elif split.paths is not None and split.in_graph is not None and split.in_graph.any():
+        ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels, split.in_graph))
+        ds = ds.map(lambda p, y, fast: (tf.cond(fast, lambda: _decode_jpeg_in_graph(p, size),
+                                                lambda: _decode_path(p)), y),
+                    num_parallel_calls=AUTOTUNE)
     elif split.paths is not None:
         ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
         ds = ds.map(lambda p, y: (_decode_path(p), y), num_parallel_calls=AUTOTUNE)

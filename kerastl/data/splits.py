@@ -34,6 +34,9 @@ class Split:
     images: Optional[np.ndarray] = None
     paths: Optional[list[str]] = None
     dataset: object = None
+    # With `paths`: True where TensorFlow decodes the file in the input graph (a plain
+    # JPEG, see `images.inspect_image`), False where Pillow does; None: Pillow for all.
+    in_graph: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -43,7 +46,8 @@ class Split:
         if self.images is not None:
             return Split(labels=self.labels[index], images=self.images[index])
         if self.paths is not None:
-            return Split(labels=self.labels[index], paths=[self.paths[i] for i in index])
+            return Split(labels=self.labels[index], paths=[self.paths[i] for i in index],
+                         in_graph=None if self.in_graph is None else self.in_graph[index])
         import tensorflow as tf
 
         keep = np.zeros(len(self.labels), bool)
