@@ -631,9 +631,9 @@ def _photo_folder(root: str, n: int, seed: int = 0) -> list:
 _RSS = """
 import json, sys
 
-def rss_mb():
+def rss_mb(key="VmRSS"):  # VmHWM: the peak
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
 
 import numpy as np
 import tensorflow as tf
@@ -647,7 +647,8 @@ tf.constant(0)  # TensorFlow started before the baseline
 base = rss_mb()
 for _ in build_dataset(split, 224, 32, 2, training=True, epochs=2):  # the default: cached in memory
     pass
-print(json.dumps({"images": len(paths), "rss_growth_mb": rss_mb() - base, "cache_mb": len(paths) * 224 * 224 * 3 / 2**20}))
+print(json.dumps({"images": len(paths), "rss_growth_mb": rss_mb() - base, "peak_growth_mb": rss_mb("VmHWM") - base,
+                  "cache_mb": len(paths) * 224 * 224 * 3 / 2**20}))
 """
 
 

@@ -151,14 +151,11 @@ def build_dataset(
         ds = examples(split, size)
         if cache:
             ds = ds.cache(cache if isinstance(cache, str) else "")
-    # Images stay uint8 through the shuffle buffer (a whole split) and become float32 per
-    # batch: with float32 in the buffer, 1,600 photos at 224 px grew the process by 1.4 GB
-    # (measured, benchmarks/perf_rows.py jpeg_pipeline); with uint8, by 0.25 GB.
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
 
     weight_table = tf.constant(weights) if weights is not None else None
 
     def label(x, y):
-        x = tf.cast(x, tf.float32)
         onehot = tf.one_hot(y, num_classes)
         if weight_table is None:
             return x, onehot
@@ -189,8 +186,7 @@ def build_dataset(
         def augment(g, b):
             e = initial_epoch + g // batches_per_epoch
             i = g % batches_per_epoch
-            return (augmenter(tf.cast(b[0], tf.float32), tf.stack([tf.constant(seed, tf.int64), e * 1_000_003 + i])),
-                    b[1])
+            return (augmenter(b[0], tf.stack([tf.constant(seed, tf.int64), e * 1_000_003 + i])), b[1])
 
         epochs_ds = epochs_ds.enumerate().map(augment, num_parallel_calls=AUTOTUNE)
     return epochs_ds.map(label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
