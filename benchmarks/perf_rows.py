@@ -137,10 +137,12 @@ def step_overhead(quick: bool) -> dict:
     _threads(intra)
     if os.environ.get("KERASTL_BENCH_SIZE") == "224":
         cfg = _default_config(224)
-        result = _bare_and_kerastl(cfg, batch=32, steps=4 if quick else 8, repeats=3, jit=not quick)
+        result = _bare_and_kerastl(cfg, batch=32, steps=4 if quick else 8, repeats=2 if quick else 3, jit=not quick)
     else:
         cfg = _default_config()
-        result = _bare_and_kerastl(cfg, batch=64, steps=40 if quick else 75, repeats=3 if quick else 5, jit=True)
+        # (row 2c reads XLA's time with one thread per op; --quick measures only that one)
+        result = _bare_and_kerastl(cfg, batch=64, steps=30 if quick else 75, repeats=3 if quick else 5,
+                                   jit=intra == 1 or not quick)
     result.update(intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads() or "default",
                   input_size=cfg.model.input_size)
     return result
@@ -460,7 +462,7 @@ def naive_fit(quick: bool) -> dict:
     from kerastl.data.domain import load_domain
     from kerastl.data.pipeline import build_dataset
 
-    # (--quick: 6 source epochs instead of 15, a weaker start for both.)
+    # (--quick: 4 source epochs instead of 15, a weaker start for both.)
     root = os.path.join(os.path.dirname(__file__), "..")
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -468,7 +470,7 @@ def naive_fit(quick: bool) -> dict:
         subprocess.run([sys.executable, "-m", "kerastl", "train", "configs/default.yaml", "--quiet", "--out", source_run,
                         "--set", "source=null", "--set", "target.dataset=syndigits",
                         "--set", "target.num_examples=6000", "--set", "target.labels_per_class=null",
-                        "--set", f"train.finetune.epochs={6 if quick else 15}", "--set", "train.finetune.warmup_epochs=0.5",
+                        "--set", f"train.finetune.epochs={4 if quick else 15}", "--set", "train.finetune.warmup_epochs=0.5",
                         "--set", "train.report=false"], check=True, cwd=root, capture_output=True)
         start = time.perf_counter()
         kerastl_run = os.path.join(tmp, "kerastl")
@@ -493,7 +495,7 @@ def naive_fit(quick: bool) -> dict:
         np.savez(os.path.join(tmp, "test.npz"), x=np.concatenate(xs), y=np.concatenate(ys))
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", _NAIVE, folder, os.path.join(tmp, "test.npz"), source_run,
-                               str(15 if quick else 40)], check=True, cwd=root, capture_output=True, text=True)
+                               str(10 if quick else 40)], check=True, cwd=root, capture_output=True, text=True)
         naive = json.loads(proc.stdout.strip().splitlines()[-1])
         timeline = naive["timeline"]
         out["naive_process_s"] = time.perf_counter() - start
@@ -583,7 +585,7 @@ def adapt_peer(quick: bool) -> dict:
         import adapt  # noqa: F401
     except ImportError:
         return {"missing": "the adapt package (pip install '.[bench]')"}
-    steps = 300 if quick else 3000
+    steps = 150 if quick else 3000
     root = os.path.join(os.path.dirname(__file__), "..")
     start = time.perf_counter()
     with __import__("tempfile").TemporaryDirectory() as tmp:
