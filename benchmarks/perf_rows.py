@@ -78,7 +78,7 @@ def _source_split(cfg, n: int):
     return domain.splits["train"].subset(np.arange(n)), domain
 
 
-def _bare_and_kerastl(cfg, batch: int, steps: int, repeats: int, jit: bool) -> dict:
+def _bare_and_kerastl(cfg, batch: int, steps: int, repeats: int, jit: bool, diagnose: bool = True) -> dict:
     """ms/step: a plain compiled Keras step on tensors in memory, against kerastl's
     fine-tuning step (TransferModel) fed by kerastl's input pipeline (cache, shuffle,
     augmentation on the fly) for the same model and batch."""
@@ -119,12 +119,14 @@ def _bare_and_kerastl(cfg, batch: int, steps: int, repeats: int, jit: bool) -> d
     data = build_dataset(split, size, batch, domain.num_classes, training=True,
                          augmenter=build_augmenter(cfg.source.augment, "source"), epochs=(repeats + 1) * 2 + 2)
     out["kerastl_ms"] = 1000 * _timed_fit(model, data, steps=steps, repeats=repeats)
+    out["overhead"] = out["kerastl_ms"] / out["bare_ms"] - 1
+    if not diagnose:
+        return out
     # Where the difference comes from: kerastl's step on the in-memory tensors, and its
     # pipeline without augmentation.
     out["kerastl_step_on_tensors_ms"] = 1000 * _timed_fit(model, tensors, steps=steps, repeats=repeats)
     plain = build_dataset(split, size, batch, domain.num_classes, training=True, epochs=(repeats + 1) * 2 + 2)
     out["kerastl_no_augment_ms"] = 1000 * _timed_fit(model, plain, steps=steps, repeats=repeats)
-    out["overhead"] = out["kerastl_ms"] / out["bare_ms"] - 1
     return out
 
 
@@ -137,12 +139,13 @@ def step_overhead(quick: bool) -> dict:
     _threads(intra)
     if os.environ.get("KERASTL_BENCH_SIZE") == "224":
         cfg = _default_config(224)
-        result = _bare_and_kerastl(cfg, batch=32, steps=4 if quick else 8, repeats=2 if quick else 3, jit=not quick)
+        result = _bare_and_kerastl(cfg, batch=32, steps=4 if quick else 8, repeats=2 if quick else 3, jit=not quick,
+                                   diagnose=not quick)
     else:
         cfg = _default_config()
         # (row 2c reads XLA's time with one thread per op; --quick measures only that one)
         result = _bare_and_kerastl(cfg, batch=64, steps=30 if quick else 75, repeats=3 if quick else 5,
-                                   jit=intra == 1 or not quick)
+                                   jit=intra == 1 or not quick, diagnose=not quick)
     result.update(intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads() or "default",
                   input_size=cfg.model.input_size)
     return result
