@@ -173,7 +173,7 @@ def frozen_features_apply(cfg, classifier, phase: Phase, augmenter) -> bool:
         return False
     if any(layer.name == "bottleneck" for layer in classifier.model.layers):
         return False
-    random = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+    stochastic = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
               keras.layers.SpatialDropout3D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
               keras.layers.AlphaDropout)
 
@@ -183,7 +183,7 @@ def frozen_features_apply(cfg, classifier, phase: Phase, augmenter) -> bool:
             if hasattr(layer, "layers"):
                 yield from layers(layer)
 
-    return not any(isinstance(layer, random) and getattr(layer, "rate", 1.0) != 0
+    return not any(isinstance(layer, stochastic) and getattr(layer, "rate", 1.0) != 0
                    for layer in layers(classifier.model) if layer not in classifier.head.layers)
 
 
