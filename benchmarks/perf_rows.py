@@ -583,6 +583,7 @@ def adapt_peer(quick: bool) -> dict:
     in-memory arrays without augmentation (kerastl's config augments the source) and
     passes source and target through BN separately (kerastl: jointly)."""
     import subprocess
+    import tempfile
 
     try:
         import adapt  # noqa: F401
@@ -591,7 +592,7 @@ def adapt_peer(quick: bool) -> dict:
     steps = 150 if quick else 3000
     root = os.path.join(os.path.dirname(__file__), "..")
     start = time.perf_counter()
-    with __import__("tempfile").TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "kerastl", "train", "configs/digits_dann.yaml", "--quiet", "--out", tmp + "/k",
                         "--set", f"adapt.steps={steps}", "--set", "train.report=false"], check=True, cwd=root,
                        capture_output=True)
@@ -662,6 +663,7 @@ def jpeg_pipeline(quick: bool) -> dict:
     every file, decode + resize + the default augmentation uncached (images per second, all
     cores), against what a MobileNetV3Small training step at 224 px consumes (batch 32), and
     the peak memory of the default in-memory cache at 1x, 4x and 16x the files."""
+    import dataclasses
     import subprocess
     import tempfile
 
@@ -700,7 +702,7 @@ def jpeg_pipeline(quick: bool) -> dict:
         out["pipeline_img_s_per_core"] = out["pipeline_img_s"] / out["cores"]
 
         cfg = _default_config(224)
-        model_cfg = __import__("dataclasses").replace(cfg.model, backbone_args={}, bn="train")
+        model_cfg = dataclasses.replace(cfg.model, backbone_args={}, bn="train")
         keras.utils.set_random_seed(0)
         model = TransferModel(build_classifier(model_cfg, 2))
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
