@@ -78,6 +78,7 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
     import keras
 
     from kerastl.data.pipeline import build_dataset, cache_path, class_weights, steps_per_epoch
+    from kerastl.evaluation.domain_gap import features_of
     from kerastl.models.factory import set_trainable
     from kerastl.training.distribute import replicas
     from kerastl.training.recipe import make_optimizer, make_schedule, resolve_bn
@@ -99,7 +100,8 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
     features = {}
     if cached:
         start = time.perf_counter()
-        features = {name: frozen_features(classifier, split, batch)
+        # Every image, in order, in inference mode (the frozen BN's).
+        features = {name: features_of(classifier.features, split, size, batch, domain.num_classes, limit=len(split))
                     for name, split in (("train", train_split), ("val", val_split))
                     if split is not None and len(split)}
         ctx.announce(f"   backbone frozen, no augmentation: its features of {sum(map(len, features.values())):,} "
@@ -186,11 +188,3 @@ def frozen_features_apply(cfg, classifier, phase: Phase, augmenter) -> bool:
     return not any(isinstance(layer, stochastic) and getattr(layer, "rate", 1.0) != 0
                    for layer in layers(classifier.model) if layer not in classifier.head.layers)
 
-
-def frozen_features(classifier, split, batch_size: int) -> np.ndarray:
-    """The classifier's features (backbone + pooling, inference mode) of every image of
-    `split`, in its order."""
-    from kerastl.data.pipeline import build_dataset
-
-    ds = build_dataset(split, classifier.input_size, batch_size, 1, cache=False)
-    return classifier.features.predict(ds.map(lambda x, y: x), verbose=0)
