@@ -12,10 +12,11 @@ from kerastl import runs
 
 def features_of(features_model, split, size, batch, num_classes, limit=600):
     from kerastl.data.pipeline import build_dataset
+    from kerastl.models.inference import infer
 
     sub = split.subset(np.arange(min(len(split), limit)))
     ds = build_dataset(sub, size, batch, num_classes, cache=False)
-    return np.concatenate([np.asarray(features_model(x, training=False)) for x, _ in ds])
+    return np.concatenate([np.asarray(infer(features_model, x)) for x, _ in ds])
 
 
 def proxy_a_distance(fs: np.ndarray, ft: np.ndarray, seed: int = 0) -> float:

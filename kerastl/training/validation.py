@@ -38,6 +38,8 @@ def validators_callback(classifier, source_val, target_heldout, target_test, *, 
     Put it before any callback that reads those logs (the best-epoch one)."""
     import keras
 
+    from kerastl.models.inference import infer
+
     size = classifier.input_size
     sets = {"source": _arrays(source_val, size, batch, num_classes),
             "target": _arrays(target_heldout, size, batch, num_classes),
@@ -46,9 +48,9 @@ def validators_callback(classifier, source_val, target_heldout, target_test, *, 
     def outputs(images):
         feats, probs = [], []
         for i in range(0, len(images), batch):
-            f = classifier.features(images[i:i + batch], training=False)
+            f = infer(classifier.features, images[i:i + batch])
             feats.append(np.asarray(f, np.float32))
-            probs.append(np.asarray(classifier.head(f, training=False), np.float32))
+            probs.append(np.asarray(infer(classifier.head, f), np.float32))
         return np.concatenate(feats), np.concatenate(probs)
 
     class Validators(keras.callbacks.Callback):

@@ -1,0 +1,29 @@
+"""A Keras model's outputs for batch after batch of images, from one traced graph.
+
+Calling a Keras model eagerly, `model(x)`, runs it layer by layer in Python: for the digits
+configs' MobileNetV3Small at 32 px that is 156 ms per 64-image batch against 22 ms for the
+same call traced once (measured on the 2-core development machine). The label-free
+validators run the classifier over ~1,300 images after every adaptation epoch, and the
+domain distances and cached head features run it over thousands more: they call `infer`.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+_TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def infer(model, x):
+    """`model(x, training=False)` (BatchNormalization in inference mode) as a tf.function
+    traced once per model for any batch size; returns a tensor."""
+    fn = _TRACED.get(model)
+    if fn is None:
+        import tensorflow as tf
+
+        spec = model.inputs[0]
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        fn = tf.function(lambda images: ref()(images, training=False),
+                         input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)])
+        _TRACED[model] = fn
+    return fn(x)
