@@ -56,8 +56,12 @@ class DataConfig:
     labels_per_class: Optional[int] = field(default=None, metadata={"min": 1})
     # Number of images rendered for `syndigits`.
     num_examples: int = field(default=6000, metadata={"min": 20})
-    # Keep decoded, resized images in memory after epoch 1 (or in files in this folder).
+    # Keep decoded, resized images in memory after epoch 1 (or in files in this folder);
+    # false decodes them again every epoch.
     cache: Union[bool, str] = True
+    # With cache: true, a split whose decoded images (uint8) need more than this many MB is
+    # decoded again every epoch instead (shuffled by file name: memory stays flat).
+    cache_memory_mb: int = field(default=4096, metadata={"min": 0})
     # Keras preprocessing layers applied to training batches, e.g. {flip: horizontal}.
     augment: dict = field(default_factory=dict)
 

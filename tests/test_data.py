@@ -205,6 +205,39 @@ def test_training_order_depends_only_on_seed_and_epoch():
     assert full[:4] != full[4:8]  # epochs are shuffled differently
 
 
+def test_a_split_over_the_memory_budget_streams_in_the_cached_order(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from kerastl.data.pipeline import cache_path
+    from kerastl.data.splits import Split
+
+    images, labels = load_sklearn_digits()
+    paths = []
+    for i in range(40):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(images[i, :, :, 0]).save(paths[-1])
+    for split in (Split(labels=labels[:40], images=images[:40]), Split(labels=labels[:40], paths=paths)):
+        def batches(cache):
+            return [(x.numpy(), y.numpy()) for x, y in
+                    build_dataset(split, 16, 16, 10, training=True, seed=2, cache=cache, epochs=2)]
+
+        cached, streamed = batches(True), batches(False)
+        assert len(cached) == len(streamed) == 4
+        for (xc, yc), (xs, ys) in zip(cached, streamed):
+            np.testing.assert_array_equal(xs, xc)  # same images, same order, epoch after epoch
+            np.testing.assert_array_equal(ys, yc)
+        assert not np.array_equal(cached[0][1], cached[2][1])  # and the epochs differ
+
+    data = SimpleNamespace(cache=True, cache_memory_mb=1)  # 40 images at 16 px: 30 KB
+    assert cache_path(data, "finetune", "train", 16, Split(labels=labels[:40], images=images[:40])) is True
+    with caplog.at_level("INFO", logger="kerastl"):
+        big = Split(labels=labels, images=images)  # 1,797 images at 224 px: 270 MB
+        assert cache_path(data, "finetune", "train", 224, big, "digits ") is False
+    assert "digits train: 1,797 images at 224 px need 0.3 GB decoded, more than cache_memory_mb (1)" in caplog.text
+
+
 def test_augmentation_applies_to_training_only_and_repeats_with_the_seed():
     from kerastl.data.augment import build_augmenter
     from kerastl.data.splits import Split

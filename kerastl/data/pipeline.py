@@ -71,22 +71,34 @@ def resize(image, size: int):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def examples(split: Split, size: int):
-    """Unbatched (uint8 image, int32 label) pairs of one split, decoded and resized."""
+def examples(split: Split, size: int, shuffle_seed: int | None = None):
+    """Unbatched (uint8 image, int32 label) pairs of one split, decoded and resized.
+
+    With `shuffle_seed`, in the order that `shuffle(len(split), shuffle_seed)` gives,
+    shuffled before decoding: the shuffle holds file names (or indices), not images."""
     import tensorflow as tf
 
-    if split.images is not None:
+    def shuffled(ds):
+        if shuffle_seed is None:
+            return ds
+        return ds.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=False)
+
+    if split.images is not None and shuffle_seed is None:
         ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    elif split.images is not None:
+        images = tf.constant(split.images)
+        ds = shuffled(tf.data.Dataset.from_tensor_slices((np.arange(len(split)), split.labels)))
+        ds = ds.map(lambda i, y: (tf.gather(images, i), y))
     elif split.paths is not None and split.in_graph is not None and split.in_graph.any():
-        ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels, split.in_graph))
+        ds = shuffled(tf.data.Dataset.from_tensor_slices((split.paths, split.labels, split.in_graph)))
         ds = ds.map(lambda p, y, fast: (tf.cond(fast, lambda: _decode_jpeg_in_graph(p, size),
                                                 lambda: _decode_path(p)), y),
                     num_parallel_calls=AUTOTUNE)
     elif split.paths is not None:
-        ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
+        ds = shuffled(tf.data.Dataset.from_tensor_slices((split.paths, split.labels)))
         ds = ds.map(lambda p, y: (_decode_path(p), y), num_parallel_calls=AUTOTUNE)
     else:
-        ds = split.dataset
+        ds = shuffled(split.dataset)  # a tf.data source: its shuffle buffer holds images
     # uint8 after resizing: a cache of it takes a quarter of float32's memory.
     return ds.map(
         lambda x, y: (tf.cast(tf.round(resize(to_rgb(x), size)), tf.uint8), tf.cast(y, tf.int32)),
@@ -94,16 +106,32 @@ def examples(split: Split, size: int):
     )
 
 
-def cache_path(setting, stage: str, split: str, size: int):
-    """A data section's `cache`: True/False as they are; a folder path names one cache file
-    per stage, split and image size inside it (created)."""
+def cache_path(data_cfg, stage: str, name: str, size: int, split: Split, what: str = ""):
+    """The `cache` argument of `build_dataset` for split `name` of a data section.
+
+    `cache: true` keeps the decoded images in memory when they fit the section's
+    `cache_memory_mb` (uint8, `size` x `size` x 3 each), else streams them (False: decoded
+    again every epoch, memory flat in the split's size) and says so; `false` streams; a
+    folder path names one cache file per stage, split and image size inside it (created)."""
     from pathlib import Path
 
+    setting = data_cfg.cache
+    if setting is True:
+        need = len(split) * size * size * 3
+        if need > data_cfg.cache_memory_mb * 2**20:
+            import logging
+
+            logging.getLogger("kerastl").info(
+                "%s%s: %s images at %d px need %.1f GB decoded, more than cache_memory_mb (%d): "
+                "decoded again every epoch instead of kept in memory", what, name, f"{len(split):,}", size,
+                need / 2**30, data_cfg.cache_memory_mb)
+            return False
+        return True
     if not isinstance(setting, str):
         return setting
     folder = Path(setting).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / f"{stage}-{split}-{size}px")
+    return str(folder / f"{stage}-{name}-{size}px")
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -145,13 +173,21 @@ def build_dataset(
     """
     import tensorflow as tf
 
+    def as_float(ds):
+        return ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
+
+    # Streamed (no cache, training): each epoch shuffles the file names and decodes again,
+    # so memory does not grow with the split; cached: one decode, then a shuffle buffer of
+    # every decoded image.
+    streamed = training and features is None and not cache
     if features is not None:
         ds = tf.data.Dataset.from_tensor_slices((features, split.labels.astype(np.int32)))
-    else:
+    elif not streamed:
         ds = examples(split, size)
         if cache:
             ds = ds.cache(cache if isinstance(cache, str) else "")
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    if not streamed:
+        ds = as_float(ds)
 
     weight_table = tf.constant(weights) if weights is not None else None
 
@@ -170,7 +206,10 @@ def build_dataset(
     batches_per_epoch = n // batch_size if drop else -(-n // batch_size)
 
     def epoch(e: int):
-        shuffled = ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False)
+        if streamed:  # the same order as the cached shuffle below
+            shuffled = as_float(examples(split, size, shuffle_seed=seed * 100003 + e))
+        else:
+            shuffled = ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False)
         return shuffled.batch(batch_size, drop_remainder=drop)
 
     # One dataset per epoch with its own Python-int seed (shuffle takes no tensor seed),

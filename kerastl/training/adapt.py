@@ -78,13 +78,15 @@ def run(ctx: StageContext) -> StageResult:
     # === Data ===
     train_ds = paired_dataset(src_train, tgt_train, size, batch, target.num_classes, cfg.seed,
                               steps, epochs, initial_epoch, (ctx.augmenters["source"], ctx.augmenters["target"]),
-                              caches=(cache_path(cfg.source.cache, "adapt-source", "train", size),
-                                      cache_path(cfg.target.cache, "adapt-target", "train", size)),
+                              caches=(cache_path(cfg.source, "adapt-source", "train", size, src_train, f"{source.name} "),
+                                      cache_path(cfg.target, "adapt-target", "train", size, tgt_train, f"{target.name} ")),
                               labelled_split=tgt_labelled,
-                              labelled_cache=cache_path(cfg.target.cache, "adapt-target", "labelled", size))
+                              labelled_cache=(cache_path(cfg.target, "adapt-target", "labelled", size, tgt_labelled, f"{target.name} ")
+                                              if tgt_labelled is not None else True))
     val_split = source.splits.get("val")
     val_ds = (build_dataset(val_split, size, batch, source.num_classes,
-                            cache=cache_path(cfg.source.cache, "adapt-source", "val", size), replicas=replicas())
+                            cache=cache_path(cfg.source, "adapt-source", "val", size, val_split, f"{source.name} "),
+                            replicas=replicas())
               if val_split is not None and len(val_split) else None)
     # Held-back target images for the label-free validators: the target validation split
     # (its labels are not read); the target test split only measures each epoch.
