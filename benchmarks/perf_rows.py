@@ -651,7 +651,8 @@ extra = {"in_graph": np.array(listing["in_graph"] * int(sys.argv[2]))} if "in_gr
 split = Split(labels=np.arange(len(paths)) % 2, paths=paths, **extra)  # (older kerastl: no in_graph)
 tf.constant(0)  # TensorFlow started before the baseline
 base = rss_mb()
-for _ in build_dataset(split, 224, 32, 2, training=True, epochs=2):  # the default: cached in memory
+cache = sys.argv[3] == "memory"  # the default under cache_memory_mb; else decoded every epoch
+for _ in build_dataset(split, 224, 32, 2, training=True, epochs=2, cache=cache):
     pass
 print(json.dumps({"images": len(paths), "rss_growth_mb": rss_mb() - base, "peak_growth_mb": rss_mb("VmHWM") - base,
                   "cache_mb": len(paths) * 224 * 224 * 3 / 2**20}))
@@ -662,7 +663,8 @@ def jpeg_pipeline(quick: bool) -> dict:
     """kerastl's input pipeline on a folder of 640x480 JPEGs at 224 px: the up-front check of
     every file, decode + resize + the default augmentation uncached (images per second, all
     cores), against what a MobileNetV3Small training step at 224 px consumes (batch 32), and
-    the peak memory of the default in-memory cache at 1x, 4x and 16x the files."""
+    the peak memory at 1x, 4x and 16x the files of the in-memory cache (the default under
+    `cache_memory_mb`) and of streaming (decoded every epoch: above it, or `cache: false`)."""
     import dataclasses
     import subprocess
     import tempfile
@@ -718,11 +720,13 @@ def jpeg_pipeline(quick: bool) -> dict:
         in_graph = split.in_graph.tolist() if getattr(split, "in_graph", None) is not None else [False] * len(split)
         with open(listing, "w") as f:
             json.dump({"paths": split.paths[:k], "in_graph": in_graph[:k]}, f)
-        out["rss"] = {}
-        for times in (1, 4, 16):
-            proc = subprocess.run([sys.executable, "-c", _RSS, listing, str(times)], check=True, capture_output=True,
-                                  text=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
-            out["rss"][f"{times}x"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        out["rss"], out["rss_streamed"] = {}, {}
+        for key, mode in (("rss", "memory"), ("rss_streamed", "stream")):
+            for times in (1, 4, 16):
+                proc = subprocess.run([sys.executable, "-c", _RSS, listing, str(times), mode], check=True,
+                                      capture_output=True, text=True,
+                                      cwd=os.path.join(os.path.dirname(__file__), ".."))
+                out[key][f"{times}x"] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
 
 

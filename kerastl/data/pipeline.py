@@ -186,7 +186,7 @@ def build_dataset(
         ds = examples(split, size)
         if cache:
             ds = ds.cache(cache if isinstance(cache, str) else "")
-    if not streamed:
+    if not training:
         ds = as_float(ds)
 
     weight_table = tf.constant(weights) if weights is not None else None
@@ -207,7 +207,7 @@ def build_dataset(
 
     def epoch(e: int):
         if streamed:  # the same order as the cached shuffle below
-            shuffled = as_float(examples(split, size, shuffle_seed=seed * 100003 + e))
+            shuffled = examples(split, size, shuffle_seed=seed * 100003 + e)
         else:
             shuffled = ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False)
         return shuffled.batch(batch_size, drop_remainder=drop)
@@ -217,6 +217,7 @@ def build_dataset(
     epochs_ds = epoch(initial_epoch)
     for e in range(initial_epoch + 1, epochs):
         epochs_ds = epochs_ds.concatenate(epoch(e))
+    epochs_ds = as_float(epochs_ds)  # per batch: the shuffle buffer holds uint8 images
     if augmenter is not None:
         # Each batch's augmentation seed is (seed, epoch, batch index in the epoch):
         # stateless, so the parallel map and a resumed run draw exactly what the
