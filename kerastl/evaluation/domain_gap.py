@@ -11,12 +11,12 @@ from kerastl import runs
 
 
 def features_of(features_model, split, size, batch, num_classes, limit=600):
+    """The features of the first `limit` images of `split`, in order (inference mode)."""
     from kerastl.data.pipeline import build_dataset
-    from kerastl.models.inference import infer
+    from kerastl.models.inference import outputs
 
     sub = split.subset(np.arange(min(len(split), limit)))
-    ds = build_dataset(sub, size, batch, num_classes, cache=False)
-    return np.concatenate([np.asarray(infer(features_model, x)) for x, _ in ds])
+    return outputs(build_dataset(sub, size, batch, num_classes, cache=False), features_model)[0]
 
 
 def proxy_a_distance(fs: np.ndarray, ft: np.ndarray, seed: int = 0) -> float:

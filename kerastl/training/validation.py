@@ -19,17 +19,6 @@ from kerastl.evaluation.validators import VALIDATORS, score_all
 LIMIT = 1000  # images per set: enough for the statistics, cheap enough for every epoch
 
 
-def _arrays(split, size, batch, num_classes, limit=LIMIT):
-    from kerastl.data.pipeline import build_dataset
-
-    sub = split.subset(np.arange(min(len(split), limit)))
-    xs, ys = [], []
-    for x, y in build_dataset(sub, size, batch, num_classes, cache=False):
-        xs.append(np.asarray(x))
-        ys.append(np.argmax(np.asarray(y), axis=1))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def validators_callback(classifier, source_val, target_heldout, target_test, *, batch: int, num_classes: int,
                         seed: int = 0):
     """A Keras callback adding `validator_<name>` for every validator (and
@@ -38,20 +27,15 @@ def validators_callback(classifier, source_val, target_heldout, target_test, *, 
     Put it before any callback that reads those logs (the best-epoch one)."""
     import keras
 
-    from kerastl.models.inference import infer
+    from kerastl.data.pipeline import build_dataset
+    from kerastl.models.inference import outputs
 
-    size = classifier.input_size
-    sets = {"source": _arrays(source_val, size, batch, num_classes),
-            "target": _arrays(target_heldout, size, batch, num_classes),
-            "test": _arrays(target_test, size, batch, num_classes) if target_test is not None else None}
+    def dataset(split):  # decoded once, kept as uint8 in memory (<= LIMIT images)
+        sub = split.subset(np.arange(min(len(split), LIMIT)))
+        return build_dataset(sub, classifier.input_size, batch, num_classes, cache=True)
 
-    def outputs(images):
-        feats, probs = [], []
-        for i in range(0, len(images), batch):
-            f = infer(classifier.features, images[i:i + batch])
-            feats.append(np.asarray(f, np.float32))
-            probs.append(np.asarray(infer(classifier.head, f), np.float32))
-        return np.concatenate(feats), np.concatenate(probs)
+    sets = {"source": dataset(source_val), "target": dataset(target_heldout),
+            "test": dataset(target_test) if target_test is not None else None}
 
     class Validators(keras.callbacks.Callback):
         def __init__(self):
@@ -59,14 +43,14 @@ def validators_callback(classifier, source_val, target_heldout, target_test, *, 
             self.scores: list[dict] = []
 
         def on_epoch_end(self, epoch, logs=None):
-            fs, ps = outputs(sets["source"][0])
-            ft, pt = outputs(sets["target"][0])  # the held-back target's labels are not read
-            scores = score_all(source_probs=ps, source_labels=sets["source"][1], source_features=fs,
+            fs, ps, ys = outputs(sets["source"], classifier.features, classifier.head)
+            ft, pt, _ = outputs(sets["target"], classifier.features, classifier.head)  # labels not read
+            scores = score_all(source_probs=ps, source_labels=ys, source_features=fs,
                                target_probs=pt, target_features=ft, seed=seed)
             row = {"epoch": epoch + 1, **scores}
             if sets["test"] is not None:
-                _, p = outputs(sets["test"][0])
-                row["target_test_accuracy"] = float(np.mean(np.argmax(p, axis=1) == sets["test"][1]))
+                _, p, y = outputs(sets["test"], classifier.features, classifier.head)
+                row["target_test_accuracy"] = float(np.mean(np.argmax(p, axis=1) == y))
             self.scores.append(row)
             if logs is not None:
                 logs.update({f"validator_{k}": v for k, v in scores.items()})
