@@ -141,7 +141,7 @@ def write(rows, summary, seeds, overrides, name="adaptation", task="syndigits->d
              "|---|---|---|---|---|---|"]
     for m, s in summary.items():
         gap = s.get("gap_closed")
-        gap_text = "-" if gap is None or m in ("source_only", "target_oracle") else f"{100 * gap:.0f}%"
+        gap_text = "-" if gap is None or m in ("source_only", "target_oracle") else f"{100 * gap:.1f}%"
         lines.append(f"| {m} | {s['mean']:.3f} ± {s['stdev']:.3f} | "
                      + ", ".join(f"{a:.3f}" for a in s["runs"]) + f" | {gap_text} | {s['source_val']:.3f} "
                      f"| {s['seconds']:.0f} |")
