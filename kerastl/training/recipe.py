@@ -46,12 +46,11 @@ def make_schedule(lr: float, steps: int, warmup_steps: int):
     import keras
     import tensorflow as tf
 
-    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        from kerastl.training.schedules import WarmupCosine
+    from kerastl.training.schedules import WarmupCosine, warmup_bounds
 
+    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
         return WarmupCosine(lr, steps, warmup_steps)
-    steps = max(steps, 1)
-    warmup_steps = min(warmup_steps, steps - 1) if steps > 1 else 0
+    steps, warmup_steps = warmup_bounds(steps, warmup_steps)
     if warmup_steps > 0:
         return keras.optimizers.schedules.CosineDecay(initial_learning_rate=0.0, decay_steps=steps - warmup_steps,
                                                       warmup_target=lr, warmup_steps=warmup_steps)

@@ -9,6 +9,13 @@ import keras
 from keras import ops
 
 
+def warmup_bounds(steps: int, warmup_steps: int) -> tuple[int, int]:
+    """(steps, warmup steps) as a warmup + cosine schedule can take them: at least one
+    step, and the warmup ends before the last step."""
+    steps = max(int(steps), 1)
+    return steps, (min(int(warmup_steps), steps - 1) if steps > 1 else 0)
+
+
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 to `lr` over `warmup_steps`, then cosine decay to 0 at `steps`
     (Keras' CosineDecay with warmup). Its three numbers are variables: `reset` sets them
@@ -23,8 +30,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.reset(lr, steps, warmup_steps)
 
     def reset(self, lr: float, steps: int, warmup_steps: int):
-        steps = max(int(steps), 1)
-        warmup_steps = min(int(warmup_steps), steps - 1) if steps > 1 else 0
+        steps, warmup_steps = warmup_bounds(steps, warmup_steps)
         self.values = (float(lr), steps, warmup_steps)
         self.peak.assign(float(lr))
         self.steps.assign(float(steps))
