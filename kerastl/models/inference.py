@@ -3,9 +3,9 @@
 Calling a Keras model eagerly, `model(x)`, runs it layer by layer in Python: for the digits
 configs' MobileNetV3Small at 32 px that is 156 ms per 64-image batch against 22 ms for the
 same call traced once (measured on the 2-core development machine). The label-free
-validators run the classifier over ~1,300 images after every adaptation epoch, and the
-domain distances and cached head features run it over thousands more: they call `infer`
-through `outputs`.
+validators run the classifier over ~1,300 images after every adaptation epoch; the end of
+every job evaluates three splits, and the domain distances, cached head features, report and
+`kerastl evaluate` run it over more: all of them call `infer`.
 """
 
 from __future__ import annotations
