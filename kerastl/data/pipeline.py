@@ -71,39 +71,43 @@ def resize(image, size: int):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def examples(split: Split, size: int, shuffle_seed: int | None = None):
-    """Unbatched (uint8 image, int32 label) pairs of one split, decoded and resized.
-
-    With `shuffle_seed`, in the order that `shuffle(len(split), shuffle_seed)` gives,
-    shuffled before decoding: the shuffle holds file names (or indices), not images."""
+def _elements(split: Split):
+    """One split's examples before decoding: (image, label) for arrays and tf.data sources,
+    (path, label[, decode in graph]) for files."""
     import tensorflow as tf
 
-    def shuffled(ds):
-        if shuffle_seed is None:
-            return ds
-        return ds.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=False)
+    if split.images is not None:
+        return tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    if split.paths is not None and split.in_graph is not None and split.in_graph.any():
+        return tf.data.Dataset.from_tensor_slices((split.paths, split.labels, split.in_graph))
+    if split.paths is not None:
+        return tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
+    return split.dataset
 
-    if split.images is not None and shuffle_seed is None:
-        ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-    elif split.images is not None:
-        images = tf.constant(split.images)
-        ds = shuffled(tf.data.Dataset.from_tensor_slices((np.arange(len(split)), split.labels)))
-        ds = ds.map(lambda i, y: (tf.gather(images, i), y))
-    elif split.paths is not None and split.in_graph is not None and split.in_graph.any():
-        ds = shuffled(tf.data.Dataset.from_tensor_slices((split.paths, split.labels, split.in_graph)))
-        ds = ds.map(lambda p, y, fast: (tf.cond(fast, lambda: _decode_jpeg_in_graph(p, size),
-                                                lambda: _decode_path(p)), y),
-                    num_parallel_calls=AUTOTUNE)
-    elif split.paths is not None:
-        ds = shuffled(tf.data.Dataset.from_tensor_slices((split.paths, split.labels)))
-        ds = ds.map(lambda p, y: (_decode_path(p), y), num_parallel_calls=AUTOTUNE)
-    else:
-        ds = shuffled(split.dataset)  # a tf.data source: its shuffle buffer holds images
+
+def _decoded(elements, split: Split, size: int):
+    """`_elements(split)` (in any order) as unbatched (uint8 image, int32 label) pairs,
+    decoded and resized."""
+    import tensorflow as tf
+
+    ds = elements
+    if split.images is None and split.paths is not None:
+        if split.in_graph is not None and split.in_graph.any():
+            ds = ds.map(lambda p, y, fast: (tf.cond(fast, lambda: _decode_jpeg_in_graph(p, size),
+                                                    lambda: _decode_path(p)), y),
+                        num_parallel_calls=AUTOTUNE)
+        else:
+            ds = ds.map(lambda p, y: (_decode_path(p), y), num_parallel_calls=AUTOTUNE)
     # uint8 after resizing: a cache of it takes a quarter of float32's memory.
     return ds.map(
         lambda x, y: (tf.cast(tf.round(resize(to_rgb(x), size)), tf.uint8), tf.cast(y, tf.int32)),
         num_parallel_calls=AUTOTUNE,
     )
+
+
+def examples(split: Split, size: int):
+    """Unbatched (uint8 image, int32 label) pairs of one split, decoded and resized."""
+    return _decoded(_elements(split), split, size)
 
 
 def cache_path(data_cfg, stage: str, name: str, size: int, split: Split, what: str = ""):
@@ -182,7 +186,9 @@ def build_dataset(
     streamed = training and features is None and not cache
     if features is not None:
         ds = tf.data.Dataset.from_tensor_slices((features, split.labels.astype(np.int32)))
-    elif not streamed:
+    elif streamed:
+        ds = _elements(split)  # shuffled below before decoding: file names, not images
+    else:
         ds = examples(split, size)
         if cache:
             ds = ds.cache(cache if isinstance(cache, str) else "")
@@ -206,10 +212,10 @@ def build_dataset(
     batches_per_epoch = n // batch_size if drop else -(-n // batch_size)
 
     def epoch(e: int):
-        if streamed:  # the same order as the cached shuffle below
-            shuffled = examples(split, size, shuffle_seed=seed * 100003 + e)
-        else:
-            shuffled = ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False)
+        # The same order streamed or cached: one shuffle of n elements with this seed.
+        shuffled = ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False)
+        if streamed:
+            shuffled = _decoded(shuffled, split, size)
         return shuffled.batch(batch_size, drop_remainder=drop)
 
     # One dataset per epoch with its own Python-int seed (shuffle takes no tensor seed),
