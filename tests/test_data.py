@@ -210,7 +210,7 @@ def test_a_split_over_the_memory_budget_streams_in_the_cached_order(tmp_path, ca
 
     from PIL import Image
 
-    from kerastl.data.pipeline import cache_path
+    from kerastl.data.pipeline import resolve_cache
     from kerastl.data.splits import Split
 
     images, labels = load_sklearn_digits()
@@ -231,10 +231,10 @@ def test_a_split_over_the_memory_budget_streams_in_the_cached_order(tmp_path, ca
         assert not np.array_equal(cached[0][1], cached[2][1])  # and the epochs differ
 
     data = SimpleNamespace(cache=True, cache_memory_mb=1)  # 40 images at 16 px: 30 KB
-    assert cache_path(data, "finetune", "train", 16, Split(labels=labels[:40], images=images[:40])) is True
+    assert resolve_cache(data, "finetune", "train", 16, Split(labels=labels[:40], images=images[:40]), "digits") is True
     with caplog.at_level("INFO", logger="kerastl"):
         big = Split(labels=labels, images=images)  # 1,797 images at 224 px: 270 MB
-        assert cache_path(data, "finetune", "train", 224, big, "digits ") is False
+        assert resolve_cache(data, "finetune", "train", 224, big, "digits") is False
     assert "digits train: 1,797 images at 224 px need 0.3 GB decoded, more than cache_memory_mb (1)" in caplog.text
 
 

@@ -110,8 +110,9 @@ def examples(split: Split, size: int):
     return _decoded(_elements(split), split, size)
 
 
-def cache_path(data_cfg, stage: str, name: str, size: int, split: Split, what: str = ""):
-    """The `cache` argument of `build_dataset` for split `name` of a data section.
+def resolve_cache(data_cfg, stage: str, name: str, size: int, split: Split, domain: str):
+    """The `cache` argument of `build_dataset` for split `name` of a data section (`domain`
+    names it in the log).
 
     `cache: true` keeps the decoded images in memory when they fit the section's
     `cache_memory_mb` (uint8, `size` x `size` x 3 each), else streams them (False: decoded
@@ -126,8 +127,8 @@ def cache_path(data_cfg, stage: str, name: str, size: int, split: Split, what: s
             import logging
 
             logging.getLogger("kerastl").info(
-                "%s%s: %s images at %d px need %.1f GB decoded, more than cache_memory_mb (%d): "
-                "decoded again every epoch instead of kept in memory", what, name, f"{len(split):,}", size,
+                "%s %s: %s images at %d px need %.1f GB decoded, more than cache_memory_mb (%d): "
+                "decoded again every epoch instead of kept in memory", domain, name, f"{len(split):,}", size,
                 need / 2**30, data_cfg.cache_memory_mb)
             return False
         return True

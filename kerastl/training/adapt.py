@@ -28,7 +28,7 @@ def run(ctx: StageContext) -> StageResult:
     import keras
 
     from kerastl.adaptation import build_method
-    from kerastl.data.pipeline import build_dataset, cache_path, paired_dataset, steps_per_epoch
+    from kerastl.data.pipeline import build_dataset, resolve_cache, paired_dataset, steps_per_epoch
     from kerastl.evaluation.domain_gap import draw_embedding, features_of, proxy_a_distance
     from kerastl.models.factory import set_trainable
     from kerastl.training.distribute import replicas
@@ -78,14 +78,14 @@ def run(ctx: StageContext) -> StageResult:
     # === Data ===
     train_ds = paired_dataset(src_train, tgt_train, size, batch, target.num_classes, cfg.seed,
                               steps, epochs, initial_epoch, (ctx.augmenters["source"], ctx.augmenters["target"]),
-                              caches=(cache_path(cfg.source, "adapt-source", "train", size, src_train, f"{source.name} "),
-                                      cache_path(cfg.target, "adapt-target", "train", size, tgt_train, f"{target.name} ")),
+                              caches=(resolve_cache(cfg.source, "adapt-source", "train", size, src_train, source.name),
+                                      resolve_cache(cfg.target, "adapt-target", "train", size, tgt_train, target.name)),
                               labelled_split=tgt_labelled,
-                              labelled_cache=(cache_path(cfg.target, "adapt-target", "labelled", size, tgt_labelled, f"{target.name} ")
+                              labelled_cache=(resolve_cache(cfg.target, "adapt-target", "labelled", size, tgt_labelled, target.name)
                                               if tgt_labelled is not None else True))
     val_split = source.splits.get("val")
     val_ds = (build_dataset(val_split, size, batch, source.num_classes,
-                            cache=cache_path(cfg.source, "adapt-source", "val", size, val_split, f"{source.name} "),
+                            cache=resolve_cache(cfg.source, "adapt-source", "val", size, val_split, source.name),
                             replicas=replicas())
               if val_split is not None and len(val_split) else None)
     # Held-back target images for the label-free validators: the target validation split

@@ -77,7 +77,7 @@ def run(ctx: StageContext) -> StageResult:
 def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled | None) -> _Compiled:
     import keras
 
-    from kerastl.data.pipeline import build_dataset, cache_path, class_weights, steps_per_epoch
+    from kerastl.data.pipeline import build_dataset, resolve_cache, class_weights, steps_per_epoch
     from kerastl.evaluation.domain_gap import features_of
     from kerastl.models.factory import set_trainable
     from kerastl.training.distribute import replicas
@@ -109,13 +109,13 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
     train_ds = build_dataset(
         train_split, size, batch, domain.num_classes, training=True, seed=cfg.seed * 31 + index,
         augmenter=augmenter,
-        cache=cache_path(data_cfg, phase.stage, "train", size, train_split, f"{domain.name} "), epochs=phase.epochs,
+        cache=resolve_cache(data_cfg, phase.stage, "train", size, train_split, domain.name), epochs=phase.epochs,
         initial_epoch=initial_epoch,
         weights=class_weights(train_split.labels, domain.num_classes) if st.class_weights else None,
         features=features.get("train"),
     )
     val_ds = (build_dataset(val_split, size, batch, domain.num_classes,
-                            cache=cache_path(data_cfg, phase.stage, "val", size, val_split, f"{domain.name} "), features=features.get("val"),
+                            cache=resolve_cache(data_cfg, phase.stage, "val", size, val_split, domain.name), features=features.get("val"),
                             replicas=replicas())
               if val_split is not None and len(val_split) else None)
 
