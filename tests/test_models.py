@@ -228,3 +228,20 @@ def test_a_bottleneck_gives_the_features_and_stays_in_the_saved_model(tmp_path):
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     assert again.get_layer("bottleneck").units == 24
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model.model(x)), atol=1e-6)
+
+
+def test_infer_is_the_model_in_inference_mode_traced_once_for_any_batch():
+    import keras
+
+    from kerastl.models.inference import _TRACED, infer
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    h = keras.layers.BatchNormalization(momentum=0.0)(keras.layers.Dense(8)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dropout(0.5)(h)))
+    x = np.random.default_rng(0).normal(3.0, 2.0, (5, 6)).astype("float32")
+    model(x, training=True)  # moving statistics away from their initial values
+    np.testing.assert_allclose(np.asarray(infer(model, x)), np.asarray(model(x, training=False)), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(infer(model, x)), np.asarray(model(x, training=True)))
+    infer(model, x[:2])  # another batch size: the same trace
+    assert _TRACED[model].experimental_get_tracing_count() == 1
