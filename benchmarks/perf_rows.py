@@ -78,12 +78,46 @@ def _source_split(cfg, n: int):
     return domain.splits["train"].subset(np.arange(n)), domain
 
 
-def _bare_and_kerastl(cfg, batch: int, steps: int, repeats: int, jit: bool, diagnose: bool = True) -> dict:
+def _rounds(model, data, steps: int) -> float:
+    """Seconds per step of one `fit` of `steps` steps, timed from its third step (the first
+    two refill tf.data's prefetch buffers of the new iterator; the step is already traced)."""
+    import keras
+
+    marks = {}
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                marks["start"] = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            marks["end"] = time.perf_counter()
+
+    model.fit(data, steps_per_epoch=steps + 2, epochs=1, verbose=0, callbacks=[Clock()], shuffle=False)
+    return (marks["end"] - marks["start"]) / steps
+
+
+def _interleaved(contenders: dict, *, steps: int, rounds: int) -> dict:
+    """ms/step of each (model, data) in `contenders`, measured in turn: round r times every
+    contender once before round r+1 starts, so a slow spell of this shared machine (its step
+    times fall in two modes, ~25 or ~42 ms at 32 px, whatever the model) hits all of them
+    alike. Each contender is warmed up (traced) first. Returns the per-round times."""
+    for model, data in contenders.values():
+        model.fit(data, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, (model, data) in contenders.items():
+            times[name].append(1000 * _rounds(model, data, steps))
+    return times
+
+
+def _bare_and_kerastl(cfg, batch: int, steps: int, rounds: int, jit: bool, diagnose: bool = True) -> dict:
     """ms/step: a plain compiled Keras step on tensors in memory, against kerastl's
     fine-tuning step (TransferModel) fed by kerastl's input pipeline (cache, shuffle,
-    augmentation on the fly) for the same model and batch."""
+    augmentation on the fly) for the same model and batch, measured in interleaved rounds.
+    The overhead is the median over rounds of kerastl's time over the bare time of the
+    same round."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from kerastl.data.augment import build_augmenter
@@ -92,41 +126,42 @@ def _bare_and_kerastl(cfg, batch: int, steps: int, repeats: int, jit: bool, diag
     from kerastl.training.transfer_model import TransferModel
 
     size = cfg.model.input_size
-    split, domain = _source_split(cfg, batch * steps)
-    out = {}
+    split, domain = _source_split(cfg, batch * (steps + 2))
+    passes = rounds + 2  # each round's fit starts a new iterator over the finite pipeline
 
     # Bare: the classifier compiled as Keras compiles it, fed the resized images as one
     # in-memory tensor (repeated), no augmentation.
-    keras.utils.set_random_seed(0)
-    bare = build_classifier(cfg.model, domain.num_classes).model
-    bare.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     x = resize(to_rgb(tf.convert_to_tensor(split.images)), size)
     y = tf.one_hot(split.labels, domain.num_classes)
     tensors = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch, drop_remainder=True).repeat()
-    out["bare_ms"] = 1000 * _timed_fit(bare, tensors, steps=steps, repeats=repeats)
-    if jit:
+
+    def bare_model(**compile_kwargs):
         keras.utils.set_random_seed(0)
-        xla = build_classifier(cfg.model, domain.num_classes).model
-        xla.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", jit_compile=True)
-        out["bare_xla_ms"] = 1000 * _timed_fit(xla, tensors, steps=steps, repeats=repeats)
+        bare = build_classifier(cfg.model, domain.num_classes).model
+        bare.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", **compile_kwargs)
+        return bare
 
     # kerastl: what the pretrain phase fits.
     keras.utils.set_random_seed(0)
-    classifier = build_classifier(cfg.model, domain.num_classes)
-    model = TransferModel(classifier)
+    model = TransferModel(build_classifier(cfg.model, domain.num_classes))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy(),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     data = build_dataset(split, size, batch, domain.num_classes, training=True,
-                         augmenter=build_augmenter(cfg.source.augment, "source"), epochs=(repeats + 1) * 2 + 2)
-    out["kerastl_ms"] = 1000 * _timed_fit(model, data, steps=steps, repeats=repeats)
-    out["overhead"] = out["kerastl_ms"] / out["bare_ms"] - 1
-    if not diagnose:
-        return out
-    # Where the difference comes from: kerastl's step on the in-memory tensors, and its
-    # pipeline without augmentation.
-    out["kerastl_step_on_tensors_ms"] = 1000 * _timed_fit(model, tensors, steps=steps, repeats=repeats)
-    plain = build_dataset(split, size, batch, domain.num_classes, training=True, epochs=(repeats + 1) * 2 + 2)
-    out["kerastl_no_augment_ms"] = 1000 * _timed_fit(model, plain, steps=steps, repeats=repeats)
+                         augmenter=build_augmenter(cfg.source.augment, "source"), epochs=passes)
+    contenders = {"bare": (bare_model(), tensors), "kerastl": (model, data)}
+    if jit:
+        contenders["bare_xla"] = (bare_model(jit_compile=True), tensors)
+    if diagnose:
+        # Where a difference would come from: kerastl's step on the in-memory tensors, and
+        # its pipeline without augmentation.
+        contenders["kerastl_step_on_tensors"] = (model, tensors)
+        contenders["kerastl_no_augment"] = (
+            model, build_dataset(split, size, batch, domain.num_classes, training=True, epochs=passes))
+    times = _interleaved(contenders, steps=steps, rounds=rounds)
+    out = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
+    ratios = [k / b for k, b in zip(times["kerastl"], times["bare"])]
+    out.update(overhead=statistics.median(ratios) - 1, overhead_range=[min(ratios) - 1, max(ratios) - 1],
+               rounds_ms={name: [round(v, 1) for v in t] for name, t in times.items()}, steps_per_round=steps)
     return out
 
 
@@ -139,12 +174,12 @@ def step_overhead(quick: bool) -> dict:
     _threads(intra)
     if os.environ.get("KERASTL_BENCH_SIZE") == "224":
         cfg = _default_config(224)
-        result = _bare_and_kerastl(cfg, batch=32, steps=4 if quick else 8, repeats=2 if quick else 3, jit=not quick,
+        result = _bare_and_kerastl(cfg, batch=32, steps=4 if quick else 8, rounds=3 if quick else 5, jit=not quick,
                                    diagnose=not quick)
     else:
         cfg = _default_config()
         # (row 2c reads XLA's time with one thread per op; --quick measures only that one)
-        result = _bare_and_kerastl(cfg, batch=64, steps=30 if quick else 75, repeats=3 if quick else 5,
+        result = _bare_and_kerastl(cfg, batch=64, steps=30, rounds=5 if quick else 9,
                                    jit=intra == 1 or not quick, diagnose=not quick)
     result.update(intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads() or "default",
                   input_size=cfg.model.input_size)
@@ -165,8 +200,8 @@ def adaptation_cost(quick: bool) -> dict:
 
     _threads(1)
     root = os.path.join(os.path.dirname(__file__), "..", "configs")
-    steps, repeats = (15, 3) if quick else (30, 5)
-    out = {}
+    steps, rounds = (15, 3) if quick else (30, 7)
+    contenders = {}
     for method in ("source_only", "dann"):
         cfg = load_config(os.path.join(root, f"digits_{method}.yaml"))
         source = load_domain(cfg.source, cfg.seed, "source")
@@ -174,14 +209,18 @@ def adaptation_cost(quick: bool) -> dict:
         keras.utils.set_random_seed(0)
         classifier = build_classifier(cfg.model, target.num_classes)
         set_trainable(classifier.backbone, "all", "train")
-        total = steps * (repeats + 1)
+        total = (steps + 2) * (rounds + 2)
         model = build_method(method, classifier, make_optimizer("sgd", 0.01, 1e-3), weight=cfg.adapt.weight,
                              total_steps=total, bn_protocol=cfg.adapt.bn_protocol, **cfg.adapt.params)
         data = paired_dataset(source.splits["train"], target.splits["train"], cfg.model.input_size,
-                              cfg.train.batch_size, target.num_classes, cfg.seed, steps, repeats + 1, 0,
+                              cfg.train.batch_size, target.num_classes, cfg.seed, steps + 2, rounds + 2, 0,
                               (None, None))
-        out[f"{method}_ms"] = 1000 * _timed_fit(model, data.repeat(), steps=steps, repeats=repeats)
-    out["ratio"] = out["dann_ms"] / out["source_only_ms"]
+        contenders[method] = (model, data.repeat())
+    times = _interleaved(contenders, steps=steps, rounds=rounds)
+    out = {f"{method}_ms": statistics.median(t) for method, t in times.items()}
+    ratios = [d / s for d, s in zip(times["dann"], times["source_only"])]
+    out.update(ratio=statistics.median(ratios), ratio_range=[min(ratios), max(ratios)],
+               rounds_ms={name: [round(v, 1) for v in t] for name, t in times.items()}, steps_per_round=steps)
     return out
 
 
