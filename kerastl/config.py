@@ -178,6 +178,13 @@ class AdaptConfig:
     method: str = "dann"
     # loss = source classification loss + weight x adaptation loss.
     weight: float = field(default=1.0, metadata={"range": (0.0, 100.0)})
+    # The weight grows from 0 to `weight` as 2 / (1 + exp(-10 p)) - 1 over the run's progress
+    # p (the progressive schedule of the DANN, JAN and CDAN papers), so the adaptation loss
+    # acts once the classifier has learned the source. DANN, CDAN and MDD ramp their
+    # gradient reversal this way already; this ramps the loss itself, for losses on the
+    # target's own predictions (MCC, entropy terms) that would otherwise sort target images
+    # into classes before the classifier knows them.
+    weight_ramp: bool = False
     epochs: int = field(default=10, metadata={"min": 1})
     # Steps per epoch (each epoch ends with a source validation pass); null: one pass over
     # the larger domain at half a batch per domain.

@@ -86,6 +86,22 @@ def test_dann_lambda_follows_training_progress():
     assert float(model.grl.coefficient.numpy()) == pytest.approx(2 / (1 + np.exp(-5.0)) - 1, rel=1e-5)
 
 
+@pytest.mark.parametrize("ramp", [False, True])
+def test_the_weight_ramp_starts_the_adaptation_loss_at_zero_and_follows_progress(ramp):
+    classifier = _tiny_classifier()
+    model = build_method("mcc", classifier, keras.optimizers.SGD(1e-3), weight=2.0, weight_ramp=ramp, total_steps=4)
+    logs = model.fit(_paired(), epochs=1, steps_per_epoch=1, verbose=0).history
+    # Step 1 ran at p = 0: with the ramp the loss is the classification loss alone.
+    gap = logs["loss"][0] - logs["cls_loss"][0]
+    if ramp:
+        assert gap == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert gap == pytest.approx(2.0 * logs["adapt_loss"][0], rel=1e-5) and gap > 1e-3
+    model.steps_done.assign(2)  # p = 0.5
+    expected = 2.0 * (2 / (1 + np.exp(-5.0)) - 1) if ramp else 2.0
+    assert float(model.adaptation_weight()) == pytest.approx(expected, rel=1e-6)
+
+
 def test_unknown_method_parameter_is_a_config_error():
     from kerastl.errors import ConfigError
 

@@ -133,7 +133,7 @@ class AdaptationModel(keras.Model):
     recalibrates_bn = False  # AdaBN: BN statistics re-estimated on the target after training
 
     def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, bn_protocol: str = "joint",
-                 **hparams):
+                 weight_ramp: bool = False, **hparams):
         super().__init__()
         from kerastl.config import check_method_params
 
@@ -148,6 +148,7 @@ class AdaptationModel(keras.Model):
             raise ValueError(f"bn_protocol: {bn_protocol!r} is not one of {', '.join(BN_PROTOCOLS)}")
         self.bn_protocol = bn_protocol
         self.weight = float(weight)
+        self.weight_ramp = bool(weight_ramp)
         self.total_steps = max(int(total_steps), 1)
         # Written inside the replicated step: every replica counts the same steps.
         self.steps_done = self.add_weight(name="steps_done", shape=(), dtype="int64", initializer="zeros",
@@ -175,6 +176,13 @@ class AdaptationModel(keras.Model):
         """
         p = tf.cast(self.steps_done, tf.float64) / float(self.total_steps)
         return tf.cast(tf.minimum(p, 1.0), tf.float32)
+
+    def adaptation_weight(self):
+        """The adaptation loss's weight at this step: `weight`, or with `weight_ramp` the
+        weight times 2 / (1 + exp(-10 p)) - 1 (0 at the start, 0.99 x weight at p = 0.5)."""
+        if not self.weight_ramp:
+            return tf.constant(self.weight, tf.float32)
+        return self.weight * (2.0 / (1.0 + tf.exp(-10.0 * self.progress)) - 1.0)
 
     # --- what methods override -------------------------------------------------------
 
@@ -227,7 +235,7 @@ class AdaptationModel(keras.Model):
             batch = self.forward(xs, ys, xt, yt, labelled)
             cls = self.classification_loss(batch)
             adapt, logs = self.adaptation_loss(batch)
-            loss = tf.cast(cls, tf.float32) + self.weight * tf.cast(adapt, tf.float32)
+            loss = tf.cast(cls, tf.float32) + self.adaptation_weight() * tf.cast(adapt, tf.float32)
             return loss, (batch, cls, adapt, logs)
 
         variables = self.classifier.trainable_variables + self.extra_variables()
@@ -318,8 +326,8 @@ class AdaptationModel(keras.Model):
 
 
 def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, weight: float = 1.0,
-                 total_steps: int = 1000, bn_protocol: str = "joint", jit_compile=False,
-                 **hparams) -> AdaptationModel:
+                 total_steps: int = 1000, bn_protocol: str = "joint", weight_ramp: bool = False,
+                 jit_compile=False, **hparams) -> AdaptationModel:
     """The method `name` around `classifier` (a `Classifier` handle), built, compiled with
     `optimizer` (and `backbone_optimizer` for the backbone's variables, if given) and with
     the optimizers built for every variable they train: ready for `fit` (and for
@@ -332,7 +340,7 @@ def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, w
     from kerastl.adaptation import METHODS  # registers every method
 
     model = METHODS.get(name)(classifier, weight=weight, total_steps=total_steps, bn_protocol=bn_protocol,
-                              **hparams)
+                              weight_ramp=weight_ramp, **hparams)
     model(np.zeros((1, classifier.input_size, classifier.input_size, 3), np.float32))
     model.compile(optimizer=optimizer, backbone_optimizer=backbone_optimizer, jit_compile=jit_compile)
     model.build_optimizers()
