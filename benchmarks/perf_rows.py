@@ -225,6 +225,14 @@ def adaptation_cost(quick: bool) -> dict:
 
 
 def tflite_224(quick: bool) -> dict:
+    """MobileNetV3Small at 224 px, as Keras builds it and its `minimalistic` variant (no
+    hard-swish, no squeeze-and-excitation; the digits configs' backbone): TFLite float32 vs
+    full-integer int8, see `_tflite_pair`. LiteRT's XNNPACK delegate runs int8 hard-swish
+    outside the delegate (see kerastl.export.convert.hard_swish_layers), so the two differ."""
+    return {"standard": _tflite_pair(quick, minimalistic=False), "minimalistic": _tflite_pair(quick, minimalistic=True)}
+
+
+def _tflite_pair(quick: bool, minimalistic: bool) -> dict:
     """MobileNetV3Small at 224 px: TFLite float32 vs full-integer int8 (calibrated on 32
     images), LiteRT at batch 1 with 2 threads: latency, size, top-1 agreement with Keras.
 
@@ -247,7 +255,7 @@ def tflite_224(quick: bool) -> dict:
 
     check = images(64 if quick else 200)
     backbone = keras.applications.MobileNetV3Small(input_shape=(224, 224, 3), weights=None, include_top=False,
-                                                   pooling="avg")
+                                                   pooling="avg", minimalistic=minimalistic)
     raw = backbone.predict(check, batch_size=32, verbose=0)
     mean, variance = raw.mean(0), raw.var(0) + 1e-6
     head = keras.Sequential([keras.layers.Input(raw.shape[1:]), keras.layers.Dense(10, activation="softmax")])

@@ -386,3 +386,20 @@ def test_without_the_mobile_extra_the_tflite_file_keeps_its_labels(run, monkeypa
     assert any("No MediaPipe metadata (labels only): MediaPipe is not installed" in s for s in said)
     assert read_tflite_labels(path) == (run / "labels.txt").read_text().split()
     assert f"{path.name} (MediaPipe)" not in json.loads((run / "exports.json").read_text())
+
+
+def test_hard_swish_layers_are_counted_inside_nested_models():
+    # The int8 note of `kerastl convert` (LiteRT's XNNPACK runs int8 hard-swish outside its
+    # delegate): MobileNetV3's hard-swish layers sit inside the nested backbone model.
+    import keras
+
+    from kerastl.export.convert import hard_swish_layers
+
+    def mobilenet(minimalistic):
+        backbone = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, include_top=False,
+                                                       minimalistic=minimalistic, include_preprocessing=False)
+        inputs = keras.Input((32, 32, 3))
+        return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(backbone(inputs))))
+
+    assert hard_swish_layers(mobilenet(False)) == 18  # (include_top adds the 19th of the full network)
+    assert hard_swish_layers(mobilenet(True)) == 0
