@@ -66,9 +66,28 @@ def run(method: str, seed: int, workdir: Path, overrides: list[str]) -> dict:
             "target_test_accuracy": metrics["target_test"]["accuracy"],
             "source_val_accuracy": metrics["source_val"]["accuracy"],
             "selected_epoch": metrics["adaptation"]["selection"]["epoch"],
+            "selection": metrics["adaptation"]["selection"]["criterion"],
             "proxy_a_distance": metrics["adaptation"]["proxy_a_distance_after"],
             # each label-free validator's chosen epoch and its target test accuracy (+ oracle)
             "validators": metrics["adaptation"].get("validators")}
+
+
+def reselect(rows: list[dict], criterion: str, replaced: str = "source_val") -> list[dict]:
+    """Rows of runs that kept their epoch by `replaced`, as if they had kept it by
+    `criterion`: the epoch that validator chose and that epoch's target test accuracy, both
+    recorded by every run (training does not depend on the selection, only which epoch is
+    kept). Not for AdaBN (`adabn` re-estimates BN statistics after choosing, and the per-epoch
+    accuracy is from before), nor runs that used another selection; those stay as they were."""
+    out = []
+    for r in rows:
+        v = (r.get("validators") or {}).get(criterion)
+        # (rows from before the field: every config kept by source_val but the oracle's, `last`)
+        kept_by = r.get("selection", "last" if r["method"] == "target_oracle" else replaced)
+        if kept_by == replaced and r["method"] != "adabn" and v and "error" not in r:
+            r = dict(r, target_test_accuracy=v["target_test_accuracy"], selected_epoch=v["epoch"],
+                     selection=f"{criterion} (recorded; trained with {replaced})", source_val_accuracy=None)
+        out.append(r)
+    return out
 
 
 def summarise(rows: list[dict], methods: list[str]) -> dict:
@@ -77,9 +96,11 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
         done = sorted((r for r in rows if r["method"] == m and "error" not in r), key=lambda r: r["seed"])
         if done:
             accs = [r["target_test_accuracy"] for r in done]  # in seed order, as the table says
+            vals = [r["source_val_accuracy"] for r in done if r.get("source_val_accuracy") is not None]
             out[m] = {"mean": statistics.mean(accs), "stdev": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                       "runs": accs, "seeds": [r["seed"] for r in done], "seconds": statistics.mean(r["seconds"] for r in done),
-                      "source_val": statistics.mean(r["source_val_accuracy"] for r in done)}
+                      # (of the kept epoch; unknown for rows re-selected from their records)
+                      "source_val": statistics.mean(vals) if len(vals) == len(done) else None}
     if "source_only" in out and "target_oracle" in out:
         lo, hi = out["source_only"]["mean"], out["target_oracle"]["mean"]
         for m, s in out.items():
@@ -143,7 +164,8 @@ def write(rows, summary, seeds, overrides, name="adaptation", task="syndigits->d
         gap = s.get("gap_closed")
         gap_text = "-" if gap is None or m in ("source_only", "target_oracle") else f"{100 * gap:.1f}%"
         lines.append(f"| {m} | {s['mean']:.3f} ± {s['stdev']:.3f} | "
-                     + ", ".join(f"{a:.3f}" for a in s["runs"]) + f" | {gap_text} | {s['source_val']:.3f} "
+                     + ", ".join(f"{a:.3f}" for a in s["runs"]) + f" | {gap_text} | "
+                     + ("-" if s["source_val"] is None else f"{s['source_val']:.3f}") + " "
                      f"| {s['seconds']:.0f} |")
     lines += validator_table(rows, list(summary))
     failed = [r for r in rows if "error" in r]
@@ -164,6 +186,9 @@ def main():
                         help="config override applied to every run, e.g. adapt.epochs=5")
     parser.add_argument("--merge", nargs="+", metavar="NAME",
                         help="train nothing: join the rows of earlier results files into one table")
+    parser.add_argument("--selection", metavar="VALIDATOR",
+                        help="with --merge: tabulate runs that kept their epoch by source validation accuracy "
+                             "as if kept by VALIDATOR (each run records every validator's choice); not AdaBN")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time; on the 2-core machine two 1,500-step runs side by side took 149 "
                              "and 183 s, one alone 115-137 s: ~1.5x the runs per hour")
@@ -176,9 +201,13 @@ def main():
                 sys.exit(f"--merge: {name} is task {data.get('task', 'syndigits->digits')}, not --task {args.task}")
             rows += [{"commit": data.get("commit", "unknown"), **r} for r in data["rows"]]
             seeds |= set(data["seeds"])
+        notes = [f"merged from {args.merge}"]
+        if args.selection:
+            rows = reselect(rows, args.selection)
+            notes.append(f"runs trained with selection source_val tabulated at the epoch {args.selection} chose "
+                         "(recorded by each run; source val then '-')")
         methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-        print(write(rows, summarise(rows, methods), sorted(seeds), [f"merged from {args.merge}"], args.name,
-                    args.task))
+        print(write(rows, summarise(rows, methods), sorted(seeds), notes, args.name, args.task))
         return
     rows = []
     overrides = TASKS[args.task] + args.overrides
