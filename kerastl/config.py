@@ -213,8 +213,10 @@ class AdaptConfig:
     # validation accuracy (the last epoch when the source has no validation split), the
     # best label-free validator on held-back target images (entropy, im = information
     # maximization, bnm, snd = soft neighbourhood density, dev = deep embedded validation;
-    # every run records all of them per epoch), or simply the last epoch.
-    selection: Literal["source_val", "entropy", "im", "bnm", "snd", "dev", "last"] = "source_val"
+    # every run records all of them per epoch), or simply the last epoch. `auto`: im when
+    # the run has held-back target images and a source validation split (closest to the
+    # best epoch in every benchmark table), else source_val, else the last epoch.
+    selection: Literal["auto", "source_val", "entropy", "im", "bnm", "snd", "dev", "last"] = "auto"
     # The method's own hyper-parameters (see `kerastl methods`), e.g. {max_lambda: 0.3}.
     params: dict = field(default_factory=dict)
 

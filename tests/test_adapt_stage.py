@@ -18,7 +18,7 @@ def _adapt_config(weights, **adapt):
         target={"labels_per_class": None, "augment": {"rotate": 0.05, "zoom": 0.1}},
         model={"weights": str(weights)},
         adapt={"method": "dann", "epochs": 3, "steps_per_epoch": 8, "optimizer": "adam",
-               "lr": 0.001, "params": {"max_lambda": 0.3, "hidden": 64}, **adapt},
+               "lr": 0.001, "params": {"max_lambda": 0.3, "hidden": 64}, "selection": "source_val", **adapt},
     )
 
 
@@ -77,6 +77,18 @@ def test_a_label_free_validator_chooses_the_kept_epoch(trained_run, tmp_path):
     assert result.metrics["adaptation"]["selection"] == {"criterion": "snd", "epoch": kept + 1, "score": snd[kept]}
     # model.keras is the kept epoch's classifier: its target test accuracy is that epoch's
     assert result.metrics["target_test"]["accuracy"] == pytest.approx(rows[kept]["target_test_accuracy"], abs=1e-6)
+
+
+def test_auto_selection_is_im_with_held_back_target_images_and_source_val_without(trained_run, tmp_path):
+    cfg = _adapt_config(trained_run.run_dir, epochs=2, steps_per_epoch=1, selection="auto")
+    result = train(config_from_dict(cfg), out=str(tmp_path / "with"), quiet=True, echo=lambda s: None)
+    im = [row["validator_im"] for row in result.history if row["stage"] == "adapt"]
+    kept = int(np.argmax(im))
+    assert result.metrics["adaptation"]["selection"] == {"criterion": "im", "epoch": kept + 1, "score": im[kept]}
+    cfg["target"] = dict(cfg["target"], val_fraction=0.0)  # no held-back target images
+    cfg["adapt"] = dict(cfg["adapt"], epochs=1)
+    result = train(config_from_dict(cfg), out=str(tmp_path / "without"), quiet=True, echo=lambda s: None)
+    assert result.metrics["adaptation"]["selection"]["criterion"] == "source_val"
 
 
 def test_a_target_validator_without_held_back_target_images_is_a_clear_error(trained_run, tmp_path):
@@ -148,7 +160,7 @@ def test_the_same_seed_gives_the_same_run(trained_run, adapted_run, tmp_path):
 
 
 def test_selection_without_a_source_validation_split_keeps_the_last_epoch(trained_run, tmp_path, caplog):
-    cfg = _adapt_config(trained_run.run_dir, epochs=2, steps_per_epoch=2)
+    cfg = _adapt_config(trained_run.run_dir, epochs=2, steps_per_epoch=2, selection="source_val")
     cfg["source"] = dict(cfg["source"], val_fraction=0.0, num_examples=300)
     with caplog.at_level("WARNING", logger="kerastl"):
         result = train(config_from_dict(cfg), out=str(tmp_path / "run"), quiet=True, echo=lambda s: None)

@@ -96,6 +96,8 @@ def run(ctx: StageContext) -> StageResult:
         validators = validators_callback(classifier, val_split, heldout, target.splits.get("test"),
                                          batch=batch, num_classes=target.num_classes, seed=cfg.seed)
     selection = ac.selection
+    if selection == "auto":
+        selection = "im" if validators is not None else "source_val" if val_ds is not None else "last"
     if selection == "source_val" and val_ds is None:
         log.warning("adapt.selection: source_val needs a source validation split and %s has none "
                     "(source.val_fraction is 0); keeping the last epoch", source.name)
