@@ -78,7 +78,7 @@ def _source_split(cfg, n: int):
     return domain.splits["train"].subset(np.arange(n)), domain
 
 
-def _rounds(model, data, steps: int) -> float:
+def _one_round(model, data, steps: int) -> float:
     """Seconds per step of one `fit` of `steps` steps, timed from its third step (the first
     two refill tf.data's prefetch buffers of the new iterator; the step is already traced)."""
     import keras
@@ -107,7 +107,7 @@ def _interleaved(contenders: dict, *, steps: int, rounds: int) -> dict:
     times = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, (model, data) in contenders.items():
-            times[name].append(1000 * _rounds(model, data, steps))
+            times[name].append(1000 * _one_round(model, data, steps))
     return times
 
 

@@ -179,10 +179,11 @@ class AdaptationModel(keras.Model):
 
     def adaptation_weight(self):
         """The adaptation loss's weight at this step: `weight`, or with `weight_ramp` the
-        weight times 2 / (1 + exp(-10 p)) - 1 (0 at the start, 0.99 x weight at p = 0.5)."""
+        weight times DANN's schedule 2 / (1 + exp(-10 p)) - 1 (0 at the start, 0.99 x weight
+        at p = 0.5)."""
         if not self.weight_ramp:
             return tf.constant(self.weight, tf.float32)
-        return self.weight * (2.0 / (1.0 + tf.exp(-10.0 * self.progress)) - 1.0)
+        return grl_lambda(self.progress, 10.0, self.weight)
 
     # --- what methods override -------------------------------------------------------
 
@@ -323,6 +324,12 @@ class AdaptationModel(keras.Model):
         self.trackers["cls_loss"].update_state(keras.losses.categorical_crossentropy(y, p))
         self.source_acc.update_state(y, p)
         return {"cls_loss": self.trackers["cls_loss"].result(), "accuracy": self.source_acc.result()}
+
+
+def grl_lambda(progress, gamma: float = 10.0, max_lambda: float = 1.0):
+    """lambda_p = max_lambda * (2 / (1 + exp(-gamma * p)) - 1), p in [0, 1]: DANN's progressive
+    schedule, for the reversal coefficient of DANN, CDAN and MDD and for `weight_ramp`."""
+    return max_lambda * (2.0 / (1.0 + tf.exp(-gamma * progress)) - 1.0)
 
 
 def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, weight: float = 1.0,

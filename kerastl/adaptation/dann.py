@@ -5,17 +5,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register, weighted_mean
+from kerastl.adaptation.base import AdaptationModel, grl_lambda, register, weighted_mean
 from kerastl.adaptation.catalog import ADVERSARIAL, declare
 from kerastl.models.layers import GradientReversal
 
 declare("dann", "DANN", "a domain discriminator behind a gradient reversal layer (Ganin & Lempitsky 2015)",
         **ADVERSARIAL)
-
-
-def grl_lambda(progress, gamma: float = 10.0, max_lambda: float = 1.0):
-    """lambda_p = max_lambda * (2 / (1 + exp(-gamma * p)) - 1), p in [0, 1]."""
-    return max_lambda * (2.0 / (1.0 + tf.exp(-gamma * progress)) - 1.0)
 
 
 def discriminator(input_dim: int, hidden: int, name: str, outputs: int = 1, dropout: float = 0.5) -> keras.Model:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.base import AdaptationModel, grl_lambda, register
 from kerastl.adaptation.catalog import ADVERSARIAL, Param, declare
-from kerastl.adaptation.dann import grl_lambda
 from kerastl.models.layers import GradientReversal
 
 declare("mdd", "MDD", "margin disparity discrepancy with an adversarial head (Zhang et al. 2019)",
