@@ -113,15 +113,22 @@ def build_backbone(cfg, spec: BackboneSpec, size: int):
     return backbone
 
 
+def leaf_layers(model):
+    """Every layer of `model` that is not itself a model, nested models walked into."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
 def batchnorm_layers(model):
     """Every BatchNormalization layer of `model`, nested models included."""
     import keras
 
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            yield layer
-        elif isinstance(layer, keras.Model):
-            yield from batchnorm_layers(layer)
+    return (layer for layer in leaf_layers(model) if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def load_backbone_from_run(backbone, run_dir: str, spec: BackboneSpec):
