@@ -1,0 +1,97 @@
+"""AdaBN after a method, measured on finished runs: no training.
+
+For each run directory (from `kerastl train` with an `adapt` section), the saved classifier
+(`model.keras`, the kept epoch) is evaluated on the target test split as saved, then again
+after every BatchNormalization layer takes the statistics of the target's training images
+(`kerastl.adaptation.adabn.recalibrate_batchnorm`, what `adapt.adabn: true` does after the
+kept epoch is restored; training does not depend on that option, so the second number is
+the run's result had it been on). Writes benchmarks/results/<name>.{md,json}.
+
+    python benchmarks/adabn_after.py RUN_DIR [RUN_DIR ...] [--name adabn_after_method]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+
+def accuracy(model, split, size, num_classes) -> float:
+    import numpy as np
+
+    from kerastl.data.pipeline import build_dataset
+
+    hits = n = 0
+    for x, y in build_dataset(split, size, 256, num_classes, cache=False):
+        hits += int(np.sum(model.predict(x, verbose=0).argmax(-1) == y.numpy().argmax(-1)))
+        n += len(x)
+    return hits / n
+
+
+def measure(run: Path) -> dict:
+    import keras
+
+    from kerastl.adaptation.adabn import recalibrate_batchnorm
+    from kerastl.config import load_config
+    from kerastl.data.domain import load_domain
+    from kerastl.data.pipeline import build_dataset
+
+    cfg = load_config(str(run / "config.yaml"))
+    target = load_domain(cfg.target, cfg.seed, "target")
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    size = cfg.model.input_size
+    before = accuracy(model, target.splits["test"], size, target.num_classes)
+    unlabelled = target.splits.get("pool", target.splits["train"])  # as training/adapt.py
+    recalibrate_batchnorm(model, (x for x, _ in build_dataset(unlabelled, size, cfg.train.batch_size,
+                                                                target.num_classes, cache=False)))
+    after = accuracy(model, target.splits["test"], size, target.num_classes)
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {"run": run.name, "method": metrics["adaptation"]["method"], "seed": cfg.seed,
+            "kept_epoch": metrics["adaptation"]["selection"]["epoch"],
+            "selection": metrics["adaptation"]["selection"]["criterion"],
+            "recorded": metrics["target_test"]["accuracy"], "as_saved": before, "with_adabn": after}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | method | seed | kept epoch (by) | target test as saved | after AdaBN | change |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['method']} | {r['seed']} | {r['kept_epoch']} ({r['selection']}) | "
+                     f"{r['as_saved']:.3f} | {r['with_adabn']:.3f} | {r['with_adabn'] - r['as_saved']:+.3f} |")
+    adapted = [r["with_adabn"] - r["as_saved"] for r in rows if r["method"] != "source_only"]
+    if adapted:
+        lines += ["", f"Adaptation methods ({len(adapted)} runs): mean change {statistics.mean(adapted):+.3f}, "
+                      f"lower after AdaBN in {sum(d < 0 for d in adapted)}."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--name", default="adabn_after_method")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    rows = []
+    for run in args.runs:
+        rows.append(measure(run))
+        print(json.dumps(rows[-1]), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpus": os.cpu_count()}
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(f"# AdaBN after each method (`benchmarks/adabn_after.py`)\n\n"
+                                             f"Machine: {machine}\n\n" + table(rows))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
