@@ -153,7 +153,10 @@ def write(rows, summary, seeds, overrides, name="adaptation", task="syndigits->d
          "jobs": jobs, "rows": rows, "summary": summary},
         indent=2) + "\n")
     source, target = task.split("->")
-    lines = [f"# Unsupervised domain adaptation: {source} (labelled) -> {target} (unlabelled)", "",
+    labels = [o.split("=", 1)[1] for o in map(str, overrides) if o.startswith("target.labels_per_class=")]
+    kind, unlabelled = ("Semi-supervised", f"{labels[-1]} labels per class + the unlabelled rest") if labels else (
+        "Unsupervised", "unlabelled")
+    lines = [f"# {kind} domain adaptation: {source} (labelled) -> {target} ({unlabelled})", "",
              f"configs/digits_<method>.yaml, seeds {seeds}"
              + (f", overrides {overrides}" if overrides else "") + f"; {machine}; trained at commit {commits}"
              + (f"; {jobs} runs at a time (seconds are those of runs sharing the cores)" if jobs > 1 else "")
