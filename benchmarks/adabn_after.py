@@ -3,7 +3,7 @@
 For each run directory (from `kerastl train` with an `adapt` section), the saved classifier
 (`model.keras`, the kept epoch) is evaluated on the target test split as saved, then again
 after every BatchNormalization layer takes the statistics of the target's training images
-(`kerastl.adaptation.adabn.recalibrate_batchnorm`, what `adapt.adabn: true` does after the
+(`kerastl.training.adapt.recalibrate_on_split`, what `adapt.adabn: true` does after the
 kept epoch is restored; training does not depend on that option, so the second number is
 the run's result had it been on). Writes benchmarks/results/<name>.{md,json}.
 
@@ -26,33 +26,27 @@ sys.path.insert(0, str(ROOT))
 
 
 def accuracy(model, split, size, num_classes) -> float:
-    import numpy as np
-
     from kerastl.data.pipeline import build_dataset
+    from kerastl.evaluation.metrics import predict_split
 
-    hits = n = 0
-    for x, y in build_dataset(split, size, 256, num_classes, cache=False):
-        hits += int(np.sum(model.predict(x, verbose=0).argmax(-1) == y.numpy().argmax(-1)))
-        n += len(x)
-    return hits / n
+    probs, labels = predict_split(model, build_dataset(split, size, 256, num_classes, cache=False))
+    return float((probs.argmax(-1) == labels).mean())
 
 
 def measure(run: Path) -> dict:
     import keras
 
-    from kerastl.adaptation.adabn import recalibrate_batchnorm
+    from kerastl.training.adapt import recalibrate_on_split
     from kerastl.config import load_config
     from kerastl.data.domain import load_domain
-    from kerastl.data.pipeline import build_dataset
 
     cfg = load_config(str(run / "config.yaml"))
     target = load_domain(cfg.target, cfg.seed, "target")
     model = keras.models.load_model(run / "model.keras", compile=False)
     size = cfg.model.input_size
     before = accuracy(model, target.splits["test"], size, target.num_classes)
-    unlabelled = target.splits.get("pool", target.splits["train"])  # as training/adapt.py
-    recalibrate_batchnorm(model, (x for x, _ in build_dataset(unlabelled, size, cfg.train.batch_size,
-                                                                target.num_classes, cache=False)))
+    unlabelled = target.splits.get("pool", target.splits["train"])  # the images training/adapt.py uses
+    recalibrate_on_split(model, unlabelled, size, cfg.train.batch_size, target.num_classes)
     after = accuracy(model, target.splits["test"], size, target.num_classes)
     metrics = json.loads((run / "metrics.json").read_text())
     return {"run": run.name, "method": metrics["adaptation"]["method"], "seed": cfg.seed,

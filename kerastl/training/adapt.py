@@ -127,11 +127,7 @@ def run(ctx: StageContext) -> StageResult:
     selected = (best.restore() if best else None) or epochs
     adabn = None
     if ac.adabn or model.recalibrates_bn:
-        from kerastl.adaptation.adabn import recalibrate_batchnorm
-
-        # Every target training image once, unaugmented; the labels are not read.
-        images = (x for x, _ in build_dataset(tgt_train, size, batch, target.num_classes, cache=False))
-        adabn = {"target_batches": recalibrate_batchnorm(classifier.features, images),
+        adabn = {"target_batches": recalibrate_on_split(classifier.features, tgt_train, size, batch, target.num_classes),
                  "target_images": len(tgt_train)}
         ctx.announce(f"== AdaBN: BatchNormalization statistics re-estimated on {len(tgt_train)} target images")
 
@@ -169,6 +165,16 @@ def run(ctx: StageContext) -> StageResult:
                f"{report.get('proxy_a_distance_before', float('nan')):.2f} -> "
                f"{report['proxy_a_distance_after']:.2f} (embedding.png)"],
     )
+
+
+def recalibrate_on_split(model, split, size: int, batch_size: int, num_classes: int) -> int:
+    """AdaBN on `split`: every image once, unaugmented (its labels are not read), through
+    `adaptation.adabn.recalibrate_batchnorm`. Returns the number of batches."""
+    from kerastl.adaptation.adabn import recalibrate_batchnorm
+    from kerastl.data.pipeline import build_dataset
+
+    images = (x for x, _ in build_dataset(split, size, batch_size, num_classes, cache=False))
+    return recalibrate_batchnorm(model, images)
 
 
 def warn_on_collapse(logs: dict, num_classes: int, epoch: int):
