@@ -185,6 +185,11 @@ class AdaptConfig:
     # target's own predictions (MCC, entropy terms) that would otherwise sort target images
     # into classes before the classifier knows them.
     weight_ramp: bool = False
+    # MCC's class-confusion loss on the target's predictions (Jin et al. 2020), added to any
+    # method's loss at this weight, ramped like `weight_ramp` (the paper's DANN+MCC, CDAN+MCC:
+    # alignment alone may map a whole target class onto the wrong source class; MCC uses how
+    # the target's own predictions cluster). 0: off.
+    mcc_weight: float = field(default=0.0, metadata={"range": (0.0, 100.0)})
     epochs: int = field(default=10, metadata={"min": 1})
     # Steps per epoch (each epoch ends with a source validation pass); null: one pass over
     # the larger domain at half a batch per domain.

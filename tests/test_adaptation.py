@@ -102,6 +102,30 @@ def test_the_weight_ramp_starts_the_adaptation_loss_at_zero_and_follows_progress
     assert float(model.adaptation_weight()) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.parametrize("method", ["dann", "mcd"])
+def test_mcc_weight_adds_the_ramped_class_confusion_of_the_target_to_any_method(method):
+    from kerastl.adaptation.mcc import class_confusion
+
+    classifier = _tiny_classifier()
+    model = build_method(method, classifier, keras.optimizers.SGD(0.0), total_steps=4, mcc_weight=3.0)
+    (xs, ys), (xt, yt) = next(iter(_paired()))
+    model.steps_done.assign(2)  # p = 0.5: the ramp is 2 / (1 + e^-5) - 1
+    ramp = 3.0 * (2 / (1 + np.exp(-5.0)) - 1)
+    term, logs = model.class_confusion_term(model.classifier(xt, training=False))
+    expected = class_confusion(model.classifier(xt, training=False))
+    assert float(logs["mcc_loss"]) == pytest.approx(float(expected), rel=1e-6) and float(expected) > 0.1
+    assert float(term) == pytest.approx(ramp * float(expected), rel=1e-5)
+    if method == "dann":  # the trained loss carries it: loss = cls + 1 x adapt + term
+        logs = model.update(xs, ys, xt, yt)
+        assert float(logs["mcc_loss"]) > 0.1
+        gap = float(logs["loss"]) - float(logs["cls_loss"]) - float(logs["adapt_loss"])
+        assert gap == pytest.approx(ramp * float(logs["mcc_loss"]), rel=1e-4)
+    # Off by default: no term, no log.
+    plain = build_method(method, _tiny_classifier(), keras.optimizers.SGD(0.0), total_steps=4)
+    assert float(plain.class_confusion_term(plain.classifier(xt))[0]) == 0.0
+    keras.backend.clear_session()
+
+
 def test_unknown_method_parameter_is_a_config_error():
     from kerastl.errors import ConfigError
 

@@ -133,7 +133,7 @@ class AdaptationModel(keras.Model):
     recalibrates_bn = False  # AdaBN: BN statistics re-estimated on the target after training
 
     def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, bn_protocol: str = "joint",
-                 weight_ramp: bool = False, **hparams):
+                 weight_ramp: bool = False, mcc_weight: float = 0.0, **hparams):
         super().__init__()
         from kerastl.config import check_method_params
 
@@ -149,6 +149,7 @@ class AdaptationModel(keras.Model):
         self.bn_protocol = bn_protocol
         self.weight = float(weight)
         self.weight_ramp = bool(weight_ramp)
+        self.mcc_weight = float(mcc_weight)
         self.total_steps = max(int(total_steps), 1)
         # Written inside the replicated step: every replica counts the same steps.
         self.steps_done = self.add_weight(name="steps_done", shape=(), dtype="int64", initializer="zeros",
@@ -184,6 +185,20 @@ class AdaptationModel(keras.Model):
         if not self.weight_ramp:
             return tf.constant(self.weight, tf.float32)
         return grl_lambda(self.progress, 10.0, self.weight)
+
+    def class_confusion_term(self, pt):
+        """(weighted loss, logs) of MCC's class confusion on the target predictions `pt`,
+        added to any method's loss when `mcc_weight` > 0 (the MCC paper's DANN+MCC, CDAN+MCC:
+        alignment alone ignores how the target's own predictions cluster). Its weight ramps
+        as 2 / (1 + exp(-10 p)) - 1 to `mcc_weight`, as `weight_ramp` does: a loss on the
+        target's predictions should not sort them before the classifier knows the source."""
+        if not self.mcc_weight:
+            return tf.constant(0.0), {}
+        from kerastl.adaptation.mcc import class_confusion  # (mcc.py imports this module)
+        from kerastl.adaptation.statistics import global_batch
+
+        loss = tf.cast(class_confusion(global_batch(pt)), tf.float32)
+        return grl_lambda(self.progress, 10.0, self.mcc_weight) * loss, {"mcc_loss": loss}
 
     # --- what methods override -------------------------------------------------------
 
@@ -236,8 +251,9 @@ class AdaptationModel(keras.Model):
             batch = self.forward(xs, ys, xt, yt, labelled)
             cls = self.classification_loss(batch)
             adapt, logs = self.adaptation_loss(batch)
-            loss = tf.cast(cls, tf.float32) + self.adaptation_weight() * tf.cast(adapt, tf.float32)
-            return loss, (batch, cls, adapt, logs)
+            confusion, confusion_logs = self.class_confusion_term(batch.pt)
+            loss = tf.cast(cls, tf.float32) + self.adaptation_weight() * tf.cast(adapt, tf.float32) + confusion
+            return loss, (batch, cls, adapt, {**logs, **confusion_logs})
 
         variables = self.classifier.trainable_variables + self.extra_variables()
         loss, (batch, cls, adapt, logs) = self.minimize(loss_fn, variables)
@@ -334,7 +350,7 @@ def grl_lambda(progress, gamma: float = 10.0, max_lambda: float = 1.0):
 
 def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, weight: float = 1.0,
                  total_steps: int = 1000, bn_protocol: str = "joint", weight_ramp: bool = False,
-                 jit_compile=False, **hparams) -> AdaptationModel:
+                 mcc_weight: float = 0.0, jit_compile=False, **hparams) -> AdaptationModel:
     """The method `name` around `classifier` (a `Classifier` handle), built, compiled with
     `optimizer` (and `backbone_optimizer` for the backbone's variables, if given) and with
     the optimizers built for every variable they train: ready for `fit` (and for
@@ -347,7 +363,7 @@ def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, w
     from kerastl.adaptation import METHODS  # registers every method
 
     model = METHODS.get(name)(classifier, weight=weight, total_steps=total_steps, bn_protocol=bn_protocol,
-                              weight_ramp=weight_ramp, **hparams)
+                              weight_ramp=weight_ramp, mcc_weight=mcc_weight, **hparams)
     model(np.zeros((1, classifier.input_size, classifier.input_size, 3), np.float32))
     model.compile(optimizer=optimizer, backbone_optimizer=backbone_optimizer, jit_compile=jit_compile)
     model.build_optimizers()

@@ -57,9 +57,10 @@ class MCD(AdaptationModel):
         def labelled_ce(p):  # the source's labels and, semi-supervised, the labelled target's
             return ce(*every_labelled(ys, p[0], yl, p[2] if xl is not None else None))
 
-        def step_a():  # (A) features and both heads learn the labelled images
+        def step_a():  # (A) features and both heads learn the labelled images (+ MCC on the target)
             p1, p2 = heads(self.domain_features(xs, xt, xl))
-            return labelled_ce(p1) + labelled_ce(p2), None
+            confusion, _ = self.class_confusion_term(p1[1])
+            return labelled_ce(p1) + labelled_ce(p2) + confusion, None
 
         def step_b():  # (B) fixed features: heads learn the labelled images, disagree on the target
             p1, p2 = heads([tf.stop_gradient(f) for f in self.domain_features(xs, xt, xl)])

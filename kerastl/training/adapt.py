@@ -60,7 +60,7 @@ def run(ctx: StageContext) -> StageResult:
 
     model = build_method(ac.method, classifier, optimizer(ac.lr),
                          backbone_optimizer=optimizer(ac.lr * ac.backbone_lr_mult) if ac.backbone_lr_mult != 1.0 else None,
-                         weight=ac.weight, weight_ramp=ac.weight_ramp, total_steps=total, bn_protocol=ac.bn_protocol,
+                         weight=ac.weight, weight_ramp=ac.weight_ramp, mcc_weight=ac.mcc_weight, total_steps=total, bn_protocol=ac.bn_protocol,
                          jit_compile=cfg.train.jit_compile, **ac.params)
     for schedule in schedules:
         schedule.follow(model)
@@ -143,6 +143,7 @@ def run(ctx: StageContext) -> StageResult:
         "proxy_a_distance_after": proxy_a_distance(*after, seed=cfg.seed),
         "bn_protocol": ac.bn_protocol,
         "weight_ramp": ac.weight_ramp,
+        "mcc_weight": ac.mcc_weight,
         "budget": {"epochs": epochs, "steps_per_epoch": steps, "steps": total},
         "labelled_target_images": len(tgt_labelled) if tgt_labelled is not None else 0,
     }
