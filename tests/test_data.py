@@ -277,6 +277,39 @@ def test_a_resumed_epoch_is_augmented_like_the_uninterrupted_one():
         np.testing.assert_array_equal(a, b)
 
 
+def test_rotate_zoom_translate_resample_once_as_the_layers_in_turn_would():
+    import tensorflow as tf
+
+    from kerastl.data.augment import _seed_stream, build_augmenter
+
+    yy, xx = np.mgrid[0:64, 0:64].astype("float32")  # a smooth image: interpolation error stays small
+    image = np.stack([128 + 100 * np.sin(xx / 9), 128 + 100 * np.cos(yy / 7), 2 * (xx + yy)], -1)
+    images = tf.constant(np.repeat(image[None], 4, axis=0))
+    aug = build_augmenter({"rotate": 0.03, "zoom": 0.1, "translate": 0.08, "contrast": 0.1}, "source")
+    seed = tf.constant([3, 4], tf.int64)
+    fused = aug(images, seed).numpy()
+    in_turn = images  # each layer resampling on its own, with the same draws
+    for i, layer in enumerate(aug.layers):
+        draws = _seed_stream(tf.random.experimental.stateless_fold_in(seed, i))
+        in_turn = layer.transform_images(in_turn, layer.get_random_transformation(in_turn, training=True, seed=draws),
+                                         training=True)
+    inner = np.s_[:, 16:48, 16:48]  # (the borders differ: three reflections against one)
+    assert np.abs(fused - in_turn.numpy())[inner].mean() < 0.5
+    assert np.abs(fused - images.numpy())[inner].mean() > 5.0  # and they moved
+    np.testing.assert_array_equal(aug(images, seed).numpy(), fused)
+
+
+def test_resize_antialiases_large_shrinks_only():
+    import tensorflow as tf
+
+    from kerastl.data.pipeline import resize
+
+    checker = (np.indices((64, 64)).sum(0) % 2 * 255.0).astype("float32")[..., None]
+    assert resize(checker, 16).numpy().std() < 1.0  # 4x smaller: grey, not aliased stripes
+    photo = np.random.default_rng(0).uniform(0, 255, (2, 300, 320, 3)).astype("float32")  # a batch, 1.4x
+    np.testing.assert_allclose(resize(photo, 224).numpy(), tf.image.resize(photo, (224, 224)).numpy(), atol=1e-3)
+
+
 def test_bad_augment_value_is_a_config_error():
     from kerastl.data.augment import build_augmenter
     from kerastl.errors import ConfigError

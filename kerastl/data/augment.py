@@ -55,6 +55,12 @@ class Augmenter:
     batch index), each layer draws its transformation statelessly from it through the
     layers' public `get_random_transformation` / `transform_images`, and the result no
     longer depends on thread timing or on where a resumed run started.
+
+    Consecutive rotate / zoom / translate layers (same fill mode and interpolation) are
+    applied as ONE affine resampling: their draws are unchanged, their output -> input
+    maps are multiplied, and the image is resampled once instead of once per layer. Each
+    resampling cost about as much as decoding a 640x480 JPEG (4-7 ms per 224 px image on
+    one core), and interpolating once also blurs less than three times in a row.
     """
 
     def __init__(self, layers: list):
@@ -64,11 +70,78 @@ class Augmenter:
         """images: float32 (batch, h, w, 3); seed: int64 tensor of shape (2,)."""
         import tensorflow as tf
 
+        fused, group = [], None  # (layer, transformation) runs of geometric layers
         for i, layer in enumerate(self.layers):
             draws = _seed_stream(tf.random.experimental.stateless_fold_in(seed, i))
             transformation = layer.get_random_transformation(images, training=True, seed=draws)
-            images = layer.transform_images(images, transformation, training=True)
-        return images
+            if _affine_key(layer) is not None and group and _affine_key(group[0][0]) == _affine_key(layer):
+                group.append((layer, transformation))
+                continue
+            if group:
+                images = _apply_affine(images, group)
+            group = None
+            if _affine_key(layer) is not None:
+                group = [(layer, transformation)]
+            else:
+                images = layer.transform_images(images, transformation, training=True)
+        return _apply_affine(images, group) if group else images
+
+
+def _affine_key(layer):
+    """How a geometric layer resamples (fill mode, value, interpolation), or None for the
+    layers that are not an affine map of pixel coordinates (flip, contrast, brightness)."""
+    import keras
+
+    if not isinstance(layer, (keras.layers.RandomRotation, keras.layers.RandomZoom,
+                              keras.layers.RandomTranslation)):
+        return None
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    return (layer.fill_mode, float(layer.fill_value), layer.interpolation)
+
+
+def _matrix(layer, transformation, height, width):
+    """The (batch, 3, 3) output -> input pixel map of one layer's drawn transformation: the
+    8-parameter transforms these Keras layers hand to `keras.ops.image.affine_transform`
+    (rotation: its `rotation_matrix`; zoom about the image centre; translation in pixels)."""
+    import keras
+    import tensorflow as tf
+
+    if isinstance(layer, keras.layers.RandomRotation):
+        m = tf.reshape(tf.cast(transformation["rotation_matrix"], tf.float32), [-1, 8])
+    elif isinstance(layer, keras.layers.RandomZoom):
+        zx = tf.reshape(tf.cast(transformation["width_zoom"], tf.float32), [-1, 1])
+        zy = tf.reshape(tf.cast(transformation["height_zoom"], tf.float32), [-1, 1])
+        zero = tf.zeros_like(zx)
+        m = tf.concat([zx, zero, (width - 1.0) / 2.0 * (1.0 - zx), zero, zy, (height - 1.0) / 2.0 * (1.0 - zy),
+                       zero, zero], axis=1)
+    else:
+        t = tf.cast(transformation["translations"], tf.float32)  # (dx, dy) in pixels
+        one, zero = tf.ones_like(t[:, :1]), tf.zeros_like(t[:, :1])
+        m = tf.concat([one, zero, -t[:, :1], zero, one, -t[:, 1:], zero, zero], axis=1)
+    return tf.reshape(tf.concat([m, tf.ones_like(m[:, :1])], axis=1), [-1, 3, 3])
+
+
+def _apply_affine(images, group):
+    """`images` resampled once through the product of the group's maps. Layer k maps an
+    output pixel p of its own to M_k p in its input, so the chain's output pixel p reads
+    M_1 M_2 ... M_n p of the first layer's input."""
+    import keras
+    import tensorflow as tf
+
+    if len(group) == 1:
+        layer, transformation = group[0]
+        return layer.transform_images(images, transformation, training=True)
+    shape = tf.shape(images)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    total = None
+    for layer, transformation in group:
+        m = _matrix(layer, transformation, height, width)
+        total = m if total is None else tf.matmul(total, m)
+    total = total / total[:, 2:3, 2:3]
+    fill_mode, fill_value, interpolation = _affine_key(group[0][0])
+    return keras.ops.image.affine_transform(images, tf.reshape(total, [-1, 9])[:, :8], interpolation=interpolation,
+                                            fill_mode=fill_mode, fill_value=fill_value)
 
 
 def _seed_stream(seed):
