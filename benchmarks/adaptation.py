@@ -45,15 +45,37 @@ TASKS = {
 }
 
 
+# A method name may end in "+mcc": the method's config with MCC's class-confusion loss added
+# (`adapt.mcc_weight`), as the MCC paper combines it with DANN and CDAN.
+ADD_ONS = {"+mcc": ["adapt.mcc_weight=1.0"]}
+
+
+def split_add_on(method: str) -> tuple[str, list[str]]:
+    """(the configs' method, the overrides of its add-on): "cdan+e+mcc" -> ("cdan+e", [...])."""
+    for suffix, overrides in ADD_ONS.items():
+        if method.endswith(suffix) and method[:-len(suffix)] in CATALOG:
+            return method[:-len(suffix)], overrides
+    return method, []
+
+
 def config_path(method: str) -> Path:
-    return ROOT / "configs" / f"digits_{method.replace('+e', '_e')}.yaml"
+    return ROOT / "configs" / f"digits_{split_add_on(method)[0].replace('+e', '_e')}.yaml"
+
+
+def ordered(names) -> list[str]:
+    """Table order: source_only, each method followed by its add-on variants, target_oracle."""
+    names = set(names)
+    out = []
+    for m in METHODS:
+        out += [v for v in [m, *(m + suffix for suffix in ADD_ONS)] if v in names]
+    return out
 
 
 def run(method: str, seed: int, workdir: Path, overrides: list[str]) -> dict:
     out = workdir / f"{method}-{seed}"
     cmd = [sys.executable, "-m", "kerastl", "train", str(config_path(method)), "--quiet",
            "--out", str(out), "--set", f"seed={seed}"]
-    for o in overrides:
+    for o in split_add_on(method)[1] + overrides:
         cmd += ["--set", o]
     start = time.time()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -61,8 +83,13 @@ def run(method: str, seed: int, workdir: Path, overrides: list[str]) -> dict:
     seconds = round(time.time() - start, 1)
     if proc.returncode != 0:
         return {"method": method, "seed": seed, "seconds": seconds, "error": proc.stdout[-2000:]}
+    return row(method, seed, out, seconds, commit())
+
+
+def row(method: str, seed: int, out: Path, seconds: float, trained_at: str) -> dict:
+    """The table row of a finished run directory."""
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"method": method, "seed": seed, "seconds": seconds, "commit": commit(),
+    return {"method": method, "seed": seed, "seconds": seconds, "commit": trained_at,
             "target_test_accuracy": metrics["target_test"]["accuracy"],
             "source_val_accuracy": metrics["source_val"]["accuracy"],
             "selected_epoch": metrics["adaptation"]["selection"]["epoch"],
@@ -182,7 +209,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="syndigits->digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--methods", nargs="+", default=METHODS,
+                        help="methods to train (default: every one); a name ending in +mcc (e.g. cdan+mcc) is the "
+                             "method's config with MCC's class-confusion loss added (adapt.mcc_weight=1)")
+    parser.add_argument("--runs", nargs="+", metavar="METHOD:SEED:DIR",
+                        help="train nothing: tabulate finished run directories (e.g. runs made by hand with "
+                             "kerastl train --out DIR); seconds from the run's config.yaml to its metrics.json")
+    parser.add_argument("--commit", default=None, help="with --runs: the commit the runs were trained at")
     parser.add_argument("--name", default="adaptation",
                         help="results file name in benchmarks/results/ (without extension)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -209,8 +242,19 @@ def main():
             rows = reselect(rows, args.selection)
             notes.append(f"runs trained with selection source_val tabulated at the epoch {args.selection} chose "
                          "(recorded by each run; source val then '-')")
-        methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+        methods = ordered(r["method"] for r in rows)
         print(write(rows, summarise(rows, methods), sorted(seeds), notes, args.name, args.task))
+        return
+    if args.runs:
+        rows = []
+        for spec in args.runs:
+            method, seed, path = spec.split(":", 2)
+            out = Path(path)
+            seconds = round((out / "metrics.json").stat().st_mtime - (out / "config.yaml").stat().st_mtime, 1)
+            rows.append(row(method, int(seed), out, seconds, args.commit or commit()))
+        seeds = sorted({r["seed"] for r in rows})
+        print(write(rows, summarise(rows, ordered(r["method"] for r in rows)), seeds, args.overrides, args.name,
+                    args.task))
         return
     rows = []
     overrides = TASKS[args.task] + args.overrides
