@@ -104,7 +104,7 @@ def test_the_weight_ramp_starts_the_adaptation_loss_at_zero_and_follows_progress
 
 @pytest.mark.parametrize("method", ["dann", "mcd"])
 def test_mcc_weight_adds_the_ramped_class_confusion_of_the_target_to_any_method(method):
-    from kerastl.adaptation.mcc import class_confusion
+    from kerastl.adaptation.losses import class_confusion
 
     classifier = _tiny_classifier()
     model = build_method(method, classifier, keras.optimizers.SGD(0.0), total_steps=4, mcc_weight=3.0)
@@ -315,7 +315,7 @@ def test_mme_head_ascends_the_target_entropy_and_the_features_descend_it():
 def test_mcc_loss_equals_its_definition_and_bounds():
     """MCC (Jin et al. 2020): temperature-softened predictions, entropy weights, the
     row-normalised class-correlation matrix, its off-diagonal mass over C."""
-    from kerastl.adaptation.mcc import class_confusion
+    from kerastl.adaptation.losses import class_confusion
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(16, 5)) * 3

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerastl.adaptation.catalog import CATALOG
+from kerastl.adaptation.losses import class_confusion, global_batch
 from kerastl.registry import Registry
 from kerastl.training.distribute import apply_scaled, loss_scaled, replicas
 
@@ -194,9 +195,6 @@ class AdaptationModel(keras.Model):
         target's predictions should not sort them before the classifier knows the source."""
         if not self.mcc_weight:
             return tf.constant(0.0), {}
-        from kerastl.adaptation.mcc import class_confusion  # (mcc.py imports this module)
-        from kerastl.adaptation.statistics import global_batch
-
         loss = tf.cast(class_confusion(global_batch(pt)), tf.float32)
         return grl_lambda(self.progress, 10.0, self.mcc_weight) * loss, {"mcc_loss": loss}
 

@@ -6,25 +6,13 @@ import tensorflow as tf
 
 from kerastl.adaptation.base import AdaptationModel, register
 from kerastl.adaptation.catalog import Param, declare
+from kerastl.adaptation.losses import global_batch
 
 declare("deep_coral", "DeepCORAL", "matches feature covariances (Sun & Saenko 2016)")
 declare("dan", "DAN", "multi-kernel MMD on features and predictions (Long et al. 2015)",
         kernel_mul=Param(2.0, "ratio between the bandwidths of neighbouring kernels", 1.0, 100.0),
         num_kernels=Param(5, "number of Gaussian kernels", 1, 50),
         on_probabilities=Param(True, "also match the class probabilities"))
-
-
-def global_batch(x):
-    """This replica's rows -> the rows of every replica (the global batch).
-
-    Batch statistics (covariances, kernel means) must be those of the global batch for N
-    replicas to take the step one device would; `all_gather` is differentiable and
-    routes each replica's share of the gradient back to it.
-    """
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return x
-    return ctx.all_gather(x, axis=0)
 
 
 def coral(fs, ft):

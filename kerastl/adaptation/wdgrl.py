@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from kerastl.adaptation.base import AdaptationModel, register
 from kerastl.adaptation.catalog import Param, declare
-from kerastl.adaptation.statistics import global_batch
+from kerastl.adaptation.losses import global_batch
 from kerastl.training.distribute import loss_scaled
 from kerastl.training.recipe import make_optimizer
 
@@ -62,7 +62,7 @@ class WDGRL(AdaptationModel):
             self.minimize(critic_loss, self.critic.trainable_variables, self.critic_optimizer)
 
     def adaptation_loss(self, batch):
-        # The critic and the distance see the global batch (see statistics.global_batch).
+        # The critic and the distance see the global batch (see losses.global_batch).
         fs, ft = global_batch(batch.fs), global_batch(batch.ft)
         self.train_critic(fs, ft)
         w = self.wasserstein(fs, ft)
