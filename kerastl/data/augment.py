@@ -70,18 +70,15 @@ class Augmenter:
         """images: float32 (batch, h, w, 3); seed: int64 tensor of shape (2,)."""
         import tensorflow as tf
 
-        fused, group = [], None  # (layer, transformation) runs of geometric layers
+        group = []  # consecutive geometric layers that resample alike: (layer, transformation)
         for i, layer in enumerate(self.layers):
             draws = _seed_stream(tf.random.experimental.stateless_fold_in(seed, i))
             transformation = layer.get_random_transformation(images, training=True, seed=draws)
-            if _affine_key(layer) is not None and group and _affine_key(group[0][0]) == _affine_key(layer):
+            key = _affine_key(layer)
+            if group and key != _affine_key(group[0][0]):
+                images, group = _apply_affine(images, group), []
+            if key is not None:
                 group.append((layer, transformation))
-                continue
-            if group:
-                images = _apply_affine(images, group)
-            group = None
-            if _affine_key(layer) is not None:
-                group = [(layer, transformation)]
             else:
                 images = layer.transform_images(images, transformation, training=True)
         return _apply_affine(images, group) if group else images
@@ -138,7 +135,6 @@ def _apply_affine(images, group):
     for layer, transformation in group:
         m = _matrix(layer, transformation, height, width)
         total = m if total is None else tf.matmul(total, m)
-    total = total / total[:, 2:3, 2:3]
     fill_mode, fill_value, interpolation = _affine_key(group[0][0])
     return keras.ops.image.affine_transform(images, tf.reshape(total, [-1, 9])[:, :8], interpolation=interpolation,
                                             fill_mode=fill_mode, fill_value=fill_value)
