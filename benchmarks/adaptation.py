@@ -45,9 +45,11 @@ TASKS = {
 }
 
 
-# A method name may end in "+mcc": the method's config with MCC's class-confusion loss added
-# (`adapt.mcc_weight`), as the MCC paper combines it with DANN and CDAN.
-ADD_ONS = {"+mcc": ["adapt.mcc_weight=1.0"]}
+# A method name may end in an add-on: "+mcc", the method's config with MCC's class-confusion
+# loss added (`adapt.mcc_weight`), as the MCC paper combines it with DANN and CDAN; "+warmup",
+# the first fifth of the steps on the source alone (`adapt.warmup`), as ADDA and SHOT start
+# from a source model.
+ADD_ONS = {"+mcc": ["adapt.mcc_weight=1.0"], "+warmup": ["adapt.warmup=0.2"]}
 
 
 def split_add_on(method: str) -> tuple[str, list[str]]:
@@ -211,7 +213,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=METHODS,
                         help="methods to train (default: every one); a name ending in +mcc (e.g. cdan+mcc) is the "
-                             "method's config with MCC's class-confusion loss added (adapt.mcc_weight=1)")
+                             "method's config with MCC's class-confusion loss added (adapt.mcc_weight=1), one "
+                             "ending in +warmup with a source-only warm-up of a fifth of the steps "
+                             "(adapt.warmup=0.2)")
     parser.add_argument("--runs", nargs="+", metavar="METHOD:SEED:DIR",
                         help="train nothing: tabulate finished run directories (e.g. runs made by hand with "
                              "kerastl train --out DIR); seconds from the run's config.yaml to its metrics.json")

@@ -190,6 +190,12 @@ class AdaptConfig:
     # alignment alone may map a whole target class onto the wrong source class; MCC uses how
     # the target's own predictions cluster). 0: off.
     mcc_weight: float = field(default=0.0, metadata={"range": (0.0, 100.0)})
+    # Source-only warm-up: this fraction of the run's steps trains on the source's labels
+    # alone (every adaptation term 0); then the adaptation starts, its ramps from 0 (the
+    # gradient reversal's lambda, `weight_ramp`, `mcc_weight` follow the progress after the
+    # warm-up). As ADDA and SHOT start from a source model: alignment then acts on features
+    # that already separate the source's classes. 0: adapt from the first step.
+    warmup: float = field(default=0.0, metadata={"range": (0.0, 0.9)})
     epochs: int = field(default=10, metadata={"min": 1})
     # Steps per epoch (each epoch ends with a source validation pass); null: one pass over
     # the larger domain at half a batch per domain.

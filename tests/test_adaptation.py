@@ -126,6 +126,29 @@ def test_mcc_weight_adds_the_ramped_class_confusion_of_the_target_to_any_method(
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("method", ["dann", "mcd"])
+def test_warmup_trains_on_the_source_alone_then_ramps_from_zero(method):
+    classifier = _tiny_classifier()
+    model = build_method(method, classifier, keras.optimizers.SGD(0.0), total_steps=10, warmup=0.4)
+    (xs, ys), (xt, yt) = next(iter(_paired()))
+    model.steps_done.assign(3)  # p = 0.3: inside the warm-up, every adaptation term is 0
+    assert float(model.ramp_progress) == 0.0 and float(model.adapting()) == 0.0
+    logs = model.update(xs, ys, xt, yt)
+    assert float(logs["adapt_loss"]) == 0.0 if method == "mcd" else float(logs["loss"]) == pytest.approx(
+        float(logs["cls_loss"]), rel=1e-6)
+    model.reset_metrics()  # (the logs are means over the updates since)
+    model.steps_done.assign(7)  # p = 0.7: half-way through the adaptation's own ramp
+    assert float(model.ramp_progress) == pytest.approx(0.5) and float(model.adapting()) == 1.0
+    logs = model.update(xs, ys, xt, yt)
+    assert float(logs["adapt_loss"]) != 0.0
+    if method == "dann":  # lambda restarts from 0 at the warm-up's end: the ramp at 0.5, not at 0.7
+        assert float(model.current_lambda()) == pytest.approx(2 / (1 + np.exp(-5.0)) - 1, rel=1e-5)
+        assert abs(float(logs["loss"]) - float(logs["cls_loss"]) - float(logs["adapt_loss"])) < 1e-4
+    with pytest.raises(ValueError, match="warmup: 1.0 is not a fraction"):
+        build_method(method, _tiny_classifier(), keras.optimizers.SGD(0.0), warmup=1.0)
+    keras.backend.clear_session()
+
+
 def test_unknown_method_parameter_is_a_config_error():
     from kerastl.errors import ConfigError
 

@@ -134,7 +134,7 @@ class AdaptationModel(keras.Model):
     recalibrates_bn = False  # AdaBN: BN statistics re-estimated on the target after training
 
     def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, bn_protocol: str = "joint",
-                 weight_ramp: bool = False, mcc_weight: float = 0.0, **hparams):
+                 weight_ramp: bool = False, mcc_weight: float = 0.0, warmup: float = 0.0, **hparams):
         super().__init__()
         from kerastl.config import check_method_params
 
@@ -151,6 +151,9 @@ class AdaptationModel(keras.Model):
         self.weight = float(weight)
         self.weight_ramp = bool(weight_ramp)
         self.mcc_weight = float(mcc_weight)
+        if not 0.0 <= warmup < 1.0:
+            raise ValueError(f"warmup: {warmup} is not a fraction of the run in [0, 1)")
+        self.warmup = float(warmup)
         self.total_steps = max(int(total_steps), 1)
         # Written inside the replicated step: every replica counts the same steps.
         self.steps_done = self.add_weight(name="steps_done", shape=(), dtype="int64", initializer="zeros",
@@ -179,13 +182,30 @@ class AdaptationModel(keras.Model):
         p = tf.cast(self.steps_done, tf.float64) / float(self.total_steps)
         return tf.cast(tf.minimum(p, 1.0), tf.float32)
 
+    @property
+    def ramp_progress(self):
+        """Progress of the adaptation itself, in [0, 1]: 0 until the source-only `warmup`
+        fraction of the run has passed, then (p - warmup) / (1 - warmup). Every ramp (the
+        gradient reversal's lambda, `weight_ramp`, the MCC add-on) follows it, so with a
+        warm-up each starts from 0 when alignment starts."""
+        if not self.warmup:
+            return self.progress
+        return tf.maximum(self.progress - self.warmup, 0.0) / (1.0 - self.warmup)
+
+    def adapting(self):
+        """1.0 once the warm-up is over (always without one), else 0.0: multiplies every
+        adaptation term, so the warm-up trains on the source's labels only."""
+        if not self.warmup:
+            return tf.constant(1.0, tf.float32)
+        return tf.cast(self.progress >= self.warmup, tf.float32)
+
     def adaptation_weight(self):
         """The adaptation loss's weight at this step: `weight`, or with `weight_ramp` the
         weight times DANN's schedule 2 / (1 + exp(-10 p)) - 1 (0 at the start, 0.99 x weight
-        at p = 0.5)."""
+        at p = 0.5), p the adaptation's progress (`ramp_progress`); 0 during a warm-up."""
         if not self.weight_ramp:
-            return tf.constant(self.weight, tf.float32)
-        return grl_lambda(self.progress, 10.0, self.weight)
+            return self.weight * self.adapting()
+        return grl_lambda(self.ramp_progress, 10.0, self.weight) * self.adapting()
 
     def class_confusion_term(self, pt):
         """(weighted loss, logs) of MCC's class confusion on the target predictions `pt`,
@@ -196,7 +216,7 @@ class AdaptationModel(keras.Model):
         if not self.mcc_weight:
             return tf.constant(0.0), {}
         loss = tf.cast(class_confusion(global_batch(pt)), tf.float32)
-        return grl_lambda(self.progress, 10.0, self.mcc_weight) * loss, {"mcc_loss": loss}
+        return grl_lambda(self.ramp_progress, 10.0, self.mcc_weight) * self.adapting() * loss, {"mcc_loss": loss}
 
     # --- what methods override -------------------------------------------------------
 

@@ -44,7 +44,8 @@ class DANN(AdaptationModel):
     A discriminator learns to tell source features from target features; the gradient
     reversal layer makes the feature extractor learn to fool it. Its coefficient follows
     lambda_p = 2 / (1 + exp(-gamma p)) - 1, scaled to `max_lambda`, where p is the
-    training progress (`AdaptationModel.progress`).
+    adaptation's progress (`AdaptationModel.ramp_progress`: the training progress, after
+    any source-only warm-up).
     """
 
     def build_extra(self):
@@ -62,7 +63,7 @@ class DANN(AdaptationModel):
         return self.discriminator.trainable_variables
 
     def current_lambda(self):
-        return grl_lambda(self.progress, self.hp["gamma"], self.hp["max_lambda"])
+        return grl_lambda(self.ramp_progress, self.hp["gamma"], self.hp["max_lambda"])
 
     def sample_weights(self, p, n_source):
         return None

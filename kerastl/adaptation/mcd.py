@@ -65,11 +65,11 @@ class MCD(AdaptationModel):
         def step_b():  # (B) fixed features: heads learn the labelled images, disagree on the target
             p1, p2 = heads([tf.stop_gradient(f) for f in self.domain_features(xs, xt, xl)])
             disc = discrepancy(p1[1], p2[1])
-            return labelled_ce(p1) + labelled_ce(p2) - disc, disc
+            return labelled_ce(p1) + labelled_ce(p2) - self.adapting() * disc, disc
 
         def step_c():  # (C) features make the heads agree on the target
             p1, p2 = heads(self.domain_features(xs, xt, xl))
-            return discrepancy(p1[1], p2[1]), None
+            return self.adapting() * discrepancy(p1[1], p2[1]), None  # 0 during a warm-up
 
         loss_a, _ = self.minimize(step_a, g_vars + f_vars)
         _, disc_b = self.minimize(step_b, f_vars)

@@ -43,7 +43,7 @@ class MDD(AdaptationModel):
         return self.adversary.trainable_variables
 
     def adaptation_loss(self, batch):
-        lam = grl_lambda(self.progress, self.hp["gamma"], self.hp["max_lambda"])
+        lam = grl_lambda(self.ramp_progress, self.hp["gamma"], self.hp["max_lambda"])
         self.grl.coefficient.assign(lam)
         logits = self.adversary(self.grl(tf.concat([batch.fs, batch.ft], axis=0)), training=True)
         n = tf.shape(batch.fs)[0]
