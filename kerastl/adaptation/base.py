@@ -194,7 +194,8 @@ class AdaptationModel(keras.Model):
 
     def adapting(self):
         """1.0 once the warm-up is over (always without one), else 0.0: multiplies every
-        adaptation term, so the warm-up trains on the source's labels only."""
+        adaptation term that does not ramp (ramps follow `ramp_progress`, 0 in the warm-up),
+        so the warm-up trains on the source's labels only."""
         if not self.warmup:
             return tf.constant(1.0, tf.float32)
         return tf.cast(self.progress >= self.warmup, tf.float32)
@@ -205,7 +206,7 @@ class AdaptationModel(keras.Model):
         at p = 0.5), p the adaptation's progress (`ramp_progress`); 0 during a warm-up."""
         if not self.weight_ramp:
             return self.weight * self.adapting()
-        return grl_lambda(self.ramp_progress, 10.0, self.weight) * self.adapting()
+        return grl_lambda(self.ramp_progress, 10.0, self.weight)  # (0 during a warm-up: the ramp starts at 0)
 
     def class_confusion_term(self, pt):
         """(weighted loss, logs) of MCC's class confusion on the target predictions `pt`,
@@ -216,7 +217,7 @@ class AdaptationModel(keras.Model):
         if not self.mcc_weight:
             return tf.constant(0.0), {}
         loss = tf.cast(class_confusion(global_batch(pt)), tf.float32)
-        return grl_lambda(self.ramp_progress, 10.0, self.mcc_weight) * self.adapting() * loss, {"mcc_loss": loss}
+        return grl_lambda(self.ramp_progress, 10.0, self.mcc_weight) * loss, {"mcc_loss": loss}
 
     # --- what methods override -------------------------------------------------------
 
