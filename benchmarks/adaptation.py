@@ -49,7 +49,7 @@ TASKS = {
 # loss added (`adapt.mcc_weight`), as the MCC paper combines it with DANN and CDAN; "+warmup",
 # the first fifth of the steps on the source alone (`adapt.warmup`), as ADDA and SHOT start
 # from a source model.
-ADD_ONS = {"+mcc": ["adapt.mcc_weight=1.0"], "+warmup": ["adapt.warmup=0.2"]}
+ADD_ONS = {"+mcc": ["adapt.mcc_weight=1.0"], "+warmup": ["adapt.warmup=0.2"], "+ls": ["adapt.label_smoothing=0.1"]}
 
 
 def split_add_on(method: str) -> tuple[str, list[str]]:

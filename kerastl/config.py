@@ -196,6 +196,10 @@ class AdaptConfig:
     # warm-up). As ADDA and SHOT start from a source model: alignment then acts on features
     # that already separate the source's classes. 0: adapt from the first step.
     warmup: float = field(default=0.0, metadata={"range": (0.0, 0.9)})
+    # Label smoothing of the classification loss on labelled images (SHOT trains its source
+    # model with 0.1 to make it transfer better); 0: plain cross-entropy. Validation losses
+    # stay plain cross-entropy.
+    label_smoothing: float = field(default=0.0, metadata={"range": (0.0, 0.5)})
     epochs: int = field(default=10, metadata={"min": 1})
     # Steps per epoch (each epoch ends with a source validation pass); null: one pass over
     # the larger domain at half a batch per domain.

@@ -149,6 +149,34 @@ def test_warmup_trains_on_the_source_alone_then_ramps_from_zero(method):
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("method", ["source_only", "mcd", "target_oracle"])
+def test_label_smoothing_smooths_the_trained_classification_loss(method):
+    # cls_loss is what the step trains the classifier on (MCD: the mean of its two heads'
+    # losses); with smoothing s it is the cross-entropy against (1 - s) y + s / K.
+    (xs, ys), (xt, yt) = next(iter(_paired()))
+    losses = {}
+    for s in (0.0, 0.3):
+        classifier = _tiny_classifier()
+        rng = np.random.default_rng(0)  # the same non-uniform predictions for both runs
+        classifier.model.set_weights([rng.normal(0.0, 0.5, w.shape).astype(w.dtype) if w.ndim > 1 else w
+                                      for w in classifier.model.get_weights()])
+        model = build_method(method, classifier, keras.optimizers.SGD(0.0), total_steps=10, label_smoothing=s)
+        labels = yt if method == "target_oracle" else ys
+        # every method runs source and target through BN together (bn_protocol joint)
+        probs = classifier.model(tf.concat([xs, xt], axis=0), training=True).numpy()
+        probs = probs[len(xs):] if method == "target_oracle" else probs[:len(xs)]
+        if method == "mcd":  # both heads start alike here (the second is a clone of equal weights)
+            model.head2.set_weights(model.head.get_weights())
+        smoothed = (1 - s) * np.asarray(labels) + s / probs.shape[-1]
+        expected = float(np.mean(-np.sum(smoothed * np.log(np.clip(probs, 1e-7, 1.0)), axis=-1)))
+        losses[s] = float(model.update(xs, ys, xt, yt)["cls_loss"])
+        assert losses[s] == pytest.approx(expected, rel=1e-4), (s, losses[s], expected)
+        keras.backend.clear_session()
+    assert abs(losses[0.3] - losses[0.0]) > 1e-2  # the smoothing is really applied
+    with pytest.raises(ValueError, match="label_smoothing: 1.0 is not in"):
+        build_method(method, _tiny_classifier(), keras.optimizers.SGD(0.0), label_smoothing=1.0)
+
+
 def test_unknown_method_parameter_is_a_config_error():
     from kerastl.errors import ConfigError
 

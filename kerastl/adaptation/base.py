@@ -134,7 +134,8 @@ class AdaptationModel(keras.Model):
     recalibrates_bn = False  # AdaBN: BN statistics re-estimated on the target after training
 
     def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, bn_protocol: str = "joint",
-                 weight_ramp: bool = False, mcc_weight: float = 0.0, warmup: float = 0.0, **hparams):
+                 weight_ramp: bool = False, mcc_weight: float = 0.0, warmup: float = 0.0, label_smoothing: float = 0.0,
+                 **hparams):
         super().__init__()
         from kerastl.config import check_method_params
 
@@ -154,6 +155,9 @@ class AdaptationModel(keras.Model):
         if not 0.0 <= warmup < 1.0:
             raise ValueError(f"warmup: {warmup} is not a fraction of the run in [0, 1)")
         self.warmup = float(warmup)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing: {label_smoothing} is not in [0, 1)")
+        self.label_smoothing = float(label_smoothing)
         self.total_steps = max(int(total_steps), 1)
         # Written inside the replicated step: every replica counts the same steps.
         self.steps_done = self.add_weight(name="steps_done", shape=(), dtype="int64", initializer="zeros",
@@ -260,7 +264,12 @@ class AdaptationModel(keras.Model):
         """Cross-entropy over every labelled image: the source's and, semi-supervised, the
         labelled target images' (one mean: each image counts once)."""
         y, p = every_labelled(batch.ys, batch.ps, batch.yl, batch.pl)
-        return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p))
+        return self.cross_entropy(y, p)
+
+    def cross_entropy(self, y, p):
+        """Mean cross-entropy of labelled images' probabilities `p` against one-hot `y`, with
+        the run's label smoothing: the loss every method trains its classifier with."""
+        return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p, label_smoothing=self.label_smoothing))
 
     def update(self, xs, ys, xt, yt, labelled=None):
         """One training step on a paired batch (and labelled target images, `labelled` =

@@ -30,4 +30,4 @@ class TargetOracle(AdaptationModel):
     """
 
     def classification_loss(self, batch):
-        return tf.reduce_mean(keras.losses.categorical_crossentropy(batch.yt, batch.pt))
+        return self.cross_entropy(batch.yt, batch.pt)

@@ -38,9 +38,6 @@ class MCD(AdaptationModel):
         f_vars = self.head.trainable_variables + self.head2.trainable_variables
         xl, yl = labelled if labelled is not None else (None, None)
 
-        def ce(y, p):
-            return tf.reduce_mean(keras.losses.categorical_crossentropy(y, p))
-
         # Every step passes both domains through the features and both heads under the run's
         # BN protocol (joint by default, as TLlib's MCD), so the heads' BatchNormalization
         # layers (model.hidden_bn) see what the backbone's see. Returns each head's
@@ -55,7 +52,7 @@ class MCD(AdaptationModel):
                          for h in (self.head, self.head2))
 
         def labelled_ce(p):  # the source's labels and, semi-supervised, the labelled target's
-            return ce(*every_labelled(ys, p[0], yl, p[2] if xl is not None else None))
+            return self.cross_entropy(*every_labelled(ys, p[0], yl, p[2] if xl is not None else None))
 
         def step_a():  # (A) features and both heads learn the labelled images (+ MCC on the target)
             p1, p2 = heads(self.domain_features(xs, xt, xl))

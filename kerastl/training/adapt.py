@@ -61,6 +61,7 @@ def run(ctx: StageContext) -> StageResult:
     model = build_method(ac.method, classifier, optimizer(ac.lr),
                          backbone_optimizer=optimizer(ac.lr * ac.backbone_lr_mult) if ac.backbone_lr_mult != 1.0 else None,
                          weight=ac.weight, weight_ramp=ac.weight_ramp, mcc_weight=ac.mcc_weight, warmup=ac.warmup,
+                         label_smoothing=ac.label_smoothing,
                          total_steps=total, bn_protocol=ac.bn_protocol,
                          jit_compile=cfg.train.jit_compile, **ac.params)
     for schedule in schedules:
@@ -146,6 +147,7 @@ def run(ctx: StageContext) -> StageResult:
         "weight_ramp": ac.weight_ramp,
         "mcc_weight": ac.mcc_weight,
         "warmup": ac.warmup,
+        "label_smoothing": ac.label_smoothing,
         "budget": {"epochs": epochs, "steps_per_epoch": steps, "steps": total},
         "labelled_target_images": len(tgt_labelled) if tgt_labelled is not None else 0,
     }
