@@ -45,11 +45,16 @@ TASKS = {
 }
 
 
-# A method name may end in an add-on: "+mcc", the method's config with MCC's class-confusion
-# loss added (`adapt.mcc_weight`), as the MCC paper combines it with DANN and CDAN; "+warmup",
-# the first fifth of the steps on the source alone (`adapt.warmup`), as ADDA and SHOT start
-# from a source model.
-ADD_ONS = {"+mcc": ["adapt.mcc_weight=1.0"], "+warmup": ["adapt.warmup=0.2"], "+ls": ["adapt.label_smoothing=0.1"]}
+# A method name may end in an add-on, a variant of the method's config measured as its own
+# row: "+mcc", MCC's class-confusion loss added (`adapt.mcc_weight`), as the MCC paper
+# combines it with DANN and CDAN; "+warmup", the first fifth of the steps on the source alone
+# (`adapt.warmup`), as ADDA and SHOT start from a source model; "+ls", label smoothing 0.1 (as
+# SHOT's source model); "+aug" and "+data", a source model that should generalise better:
+# stronger general source augmentation (DomainBed-like geometric jitter and contrast), four
+# times the rendered source images.
+ADD_ONS = {"+mcc": ["adapt.mcc_weight=1.0"], "+warmup": ["adapt.warmup=0.2"], "+ls": ["adapt.label_smoothing=0.1"],
+           "+aug": ["source.augment={rotate: 0.08, zoom: 0.2, translate: 0.12, contrast: 0.4}"],
+           "+data": ["source.num_examples=24000"]}
 
 
 def split_add_on(method: str) -> tuple[str, list[str]]:
