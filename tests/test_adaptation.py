@@ -165,7 +165,7 @@ def test_label_smoothing_smooths_the_trained_classification_loss(method):
         # every method runs source and target through BN together (bn_protocol joint)
         probs = classifier.model(tf.concat([xs, xt], axis=0), training=True).numpy()
         probs = probs[len(xs):] if method == "target_oracle" else probs[:len(xs)]
-        if method == "mcd":  # both heads start alike here (the second is a clone of equal weights)
+        if method == "mcd":  # the second head (a clone, freshly initialised) made equal to the first
             model.head2.set_weights(model.head.get_weights())
         smoothed = (1 - s) * np.asarray(labels) + s / probs.shape[-1]
         expected = float(np.mean(-np.sum(smoothed * np.log(np.clip(probs, 1e-7, 1.0)), axis=-1)))
@@ -175,6 +175,7 @@ def test_label_smoothing_smooths_the_trained_classification_loss(method):
     assert abs(losses[0.3] - losses[0.0]) > 1e-2  # the smoothing is really applied
     with pytest.raises(ValueError, match="label_smoothing: 1.0 is not in"):
         build_method(method, _tiny_classifier(), keras.optimizers.SGD(0.0), label_smoothing=1.0)
+    keras.backend.clear_session()
 
 
 def test_unknown_method_parameter_is_a_config_error():

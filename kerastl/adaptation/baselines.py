@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
-
 from kerastl.adaptation.base import AdaptationModel, register
 from kerastl.adaptation.catalog import declare
 
