@@ -61,11 +61,27 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['run']} | {r['method']} | {r['seed']} | {r['kept_epoch']} ({r['selection']}) | "
                      f"{r['as_saved']:.3f} | {r['with_adabn']:.3f} | {r['with_adabn'] - r['as_saved']:+.3f} |")
-    adapted = [r["with_adabn"] - r["as_saved"] for r in rows if r["method"] != "source_only"]
-    if adapted:
-        lines += ["", f"Adaptation methods ({len(adapted)} runs): mean change {statistics.mean(adapted):+.3f}, "
-                      f"lower after AdaBN in {sum(d < 0 for d in adapted)}."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + change_summary(rows, "with_adabn", "AdaBN")) + "\n"
+
+
+def change_summary(rows: list[dict], after: str, what: str) -> list[str]:
+    """The table's last line: the mean change from `as_saved` to `after` over the adapted runs
+    (benchmarks/refine_after.py's table ends with it too)."""
+    adapted = [r[after] - r["as_saved"] for r in rows if r["method"] != "source_only"]
+    if not adapted:
+        return []
+    return ["", f"Adaptation methods ({len(adapted)} runs): mean change {statistics.mean(adapted):+.3f}, "
+                f"lower after {what} in {sum(d < 0 for d in adapted)}."]
+
+
+def write_results(name: str, title: str, payload: dict, table_text: str, note: str = ""):
+    """benchmarks/results/<name>.json (the machine and `payload`) and <name>.md (`title`, the
+    machine, `note`, `table_text`)."""
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpus": os.cpu_count()}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine, **payload}, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text(f"# {title}\n\nMachine: {machine}{note}\n\n" + table_text)
 
 
 def main():
@@ -78,12 +94,7 @@ def main():
     for run in args.runs:
         rows.append(measure(run))
         print(json.dumps(rows[-1]), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": os.cpu_count()}
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(f"# AdaBN after each method (`benchmarks/adabn_after.py`)\n\n"
-                                             f"Machine: {machine}\n\n" + table(rows))
+    write_results(args.name, "AdaBN after each method (`benchmarks/adabn_after.py`)", {"rows": rows}, table(rows))
     print(table(rows))
 
 

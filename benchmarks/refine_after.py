@@ -18,16 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
+
+from adabn_after import change_summary, write_results  # noqa: E402 (the sibling script measuring finished runs)
 
 
 def arrays(split, size, num_classes):
@@ -64,7 +63,7 @@ def refine(run: Path, epochs: int, beta: float, lr: float, batch: int = 64) -> d
     target = load_domain(cfg.target, cfg.seed, "target")
     size, n = cfg.model.input_size, target.num_classes
     model = keras.models.load_model(run / "model.keras", compile=False)
-    features = features_model(model)
+    both = keras.Model(model.input, [features_model(model).output, model.output])  # one pass for both
     xu, yu = arrays(target.splits.get("pool", target.splits["train"]), size, n)
     xt, yt = arrays(target.splits["test"], size, n)
 
@@ -92,8 +91,7 @@ def refine(run: Path, epochs: int, beta: float, lr: float, batch: int = 64) -> d
     rng = np.random.default_rng(cfg.seed)
     label_acc, test = [], []
     for _ in range(epochs):
-        labels = pseudo_labels(features.predict(xu, batch_size=256, verbose=0),
-                               model.predict(xu, batch_size=256, verbose=0))
+        labels = pseudo_labels(*both.predict(xu, batch_size=256, verbose=0))
         label_acc.append(float((labels == yu).mean()))
         order = rng.permutation(len(xu))
         for b in range(0, len(order) - batch + 1, batch):
@@ -112,11 +110,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['run']} | {r['method']} | {r['seed']} | {r['as_saved']:.3f} | "
                      f"{r['pseudo_label_accuracy'][0]:.3f} | {', '.join(f'{a:.3f}' for a in r['test_per_epoch'])} | "
                      f"{r['refined'] - r['as_saved']:+.3f} |")
-    adapted = [r["refined"] - r["as_saved"] for r in rows if r["method"] != "source_only"]
-    if adapted:
-        lines += ["", f"Adaptation methods ({len(adapted)} runs): mean change {statistics.mean(adapted):+.3f}, "
-                      f"lower after refinement in {sum(d < 0 for d in adapted)}."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + change_summary(rows, "refined", "refinement")) + "\n"
 
 
 def main():
@@ -135,14 +129,9 @@ def main():
     for run in args.runs:
         rows.append(refine(run, args.epochs, args.beta, args.lr))
         print(json.dumps(rows[-1]), flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": os.cpu_count()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     settings = {"epochs": args.epochs, "beta": args.beta, "lr": args.lr}
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"machine": machine, "settings": settings, "rows": rows},
-                                                          indent=1) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(f"# Self-training after each method (`benchmarks/refine_after.py`)\n\n"
-                                             f"Machine: {machine}; settings {settings}\n\n" + table(rows))
+    write_results(args.name, "Self-training after each method (`benchmarks/refine_after.py`)",
+                  {"settings": settings, "rows": rows}, table(rows), note=f"; settings {settings}")
     print(table(rows))
 
 
