@@ -23,17 +23,18 @@ def resolve_bn(cfg, stage: str) -> str:
 def make_optimizer(name: str, learning_rate, weight_decay: float | None = None):
     """`sgd` (Nesterov momentum 0.9), `adam` or `adamw`, with decoupled weight decay.
 
-    weight_decay None: none for sgd and adam, Keras' 0.004 for adamw; 0: none.
+    weight_decay None: none for sgd and adam, Keras' 0.004 for adamw; 0: none. Keras'
+    optimizers, each variable's update done by one fused TensorFlow kernel (see `fused`).
     """
-    import keras
+    from kerastl.training import fused
 
     wd = weight_decay or None  # Keras' None: no decay op at all
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=wd)
+        return fused.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=wd)
     if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=0.004 if weight_decay is None else weight_decay)
+        return fused.AdamW(learning_rate, weight_decay=0.004 if weight_decay is None else weight_decay)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=wd)
+        return fused.Adam(learning_rate, weight_decay=wd)
     raise ValueError(f"unknown optimizer {name!r}")
 
 
