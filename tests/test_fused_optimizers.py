@@ -43,3 +43,14 @@ def test_fused_update_equals_keras(case):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
     # The update did something: six steps of lr ~0.05 move every weight.
     assert all(np.abs(a - w).max() > 1e-3 for a, w in zip(ours, start))
+
+
+def test_fused_optimizers_serialize_as_themselves():
+    import keras
+
+    from kerastl.training import fused
+
+    for cls in (fused.Adam, fused.AdamW, fused.SGD):
+        optimizer = cls(0.01)
+        back = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+        assert type(back) is cls and back.get_config() == optimizer.get_config()

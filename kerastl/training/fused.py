@@ -17,6 +17,7 @@ tf.distribute's per-device updates are Keras' own. Results equal Keras' to float
 rounding (`tests/test_fused_optimizers.py`), not bit for bit: the kernel computes
 1 - beta_1 in float32, Keras in Python floats.
 
+Registered with Keras' serialization, so a model compiled with them saves and loads.
 Only for the TensorFlow backend, which kerastl trains on; AMSGrad falls back to Keras' own
 update. The slot lists (`_momentums`, `_velocities`, `momentums`) and `_get_variable_index`
 are the ones Keras' own `update_step` reads; the test above fails if they move.
@@ -50,15 +51,18 @@ class _FusedAdamStep:
             beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
 
 
+@keras.saving.register_keras_serializable(package="kerastl")
 class Adam(_FusedAdamStep, keras.optimizers.Adam):
     """`keras.optimizers.Adam` with one `ResourceApplyAdam` per variable."""
 
 
+@keras.saving.register_keras_serializable(package="kerastl")
 class AdamW(_FusedAdamStep, keras.optimizers.AdamW):
     """`keras.optimizers.AdamW` (decoupled weight decay, applied by Keras before the update)
     with one `ResourceApplyAdam` per variable."""
 
 
+@keras.saving.register_keras_serializable(package="kerastl")
 class SGD(keras.optimizers.SGD):
     """`keras.optimizers.SGD` with one `ResourceApplyKerasMomentum` per variable when it has
     momentum (plain SGD is one op already)."""
