@@ -383,33 +383,3 @@ def test_mcc_loss_equals_its_definition_and_bounds():
     assert float(class_confusion(tf.constant(probs, tf.float32), t)) == pytest.approx(expected, rel=1e-4)
     assert float(class_confusion(tf.fill([8, 10], 0.1))) == pytest.approx(0.9, rel=1e-5)  # (C - 1) / C
     assert float(class_confusion(tf.one_hot([0, 1, 2, 3], 4))) == pytest.approx(0.0, abs=1e-6)
-
-
-def test_rotation_turns_each_image_as_np_rot90_and_labels_by_global_position():
-    from kerastl.adaptation.rotation import quarter_turns, turns_of
-
-    images = np.random.default_rng(0).uniform(0, 1, (6, 5, 5, 2)).astype("float32")
-    k = np.array([0, 1, 2, 3, 1, 3])
-    got = np.asarray(quarter_turns(tf.constant(images), tf.constant(k)))
-    for i in range(6):
-        np.testing.assert_array_equal(got[i], np.rot90(images[i], k[i]))
-    # Two replicas, each with half of a global batch of 6, label as one device does.
-    whole = np.asarray(turns_of(6, 0))
-    np.testing.assert_array_equal(whole, [0, 1, 2, 3, 0, 1])
-    np.testing.assert_array_equal(np.concatenate([turns_of(3, 0), turns_of(3, 3)]), whole)
-
-
-def test_rotation_head_learns_the_turn_from_the_shared_features():
-    """Images that show which way is up (a bright top row): after a few steps the rotation
-    head tells the four turns apart far above chance (0.25)."""
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 40, (16, 32, 32, 3)).astype("float32")
-    x[:, :4] = 255.0
-    y = keras.utils.to_categorical(rng.integers(0, 3, 16), 3)
-    # Reshuffled every pass: an image's position in the batch (which sets its turn) changes.
-    data = tf.data.Dataset.from_tensor_slices(((x, y), (x[::-1].copy(), y))).repeat().shuffle(64, seed=0).batch(8)
-    keras.utils.set_random_seed(0)
-    model = build_method("rotation", _tiny_classifier(), keras.optimizers.Adam(1e-2), total_steps=40)
-    logs = model.fit(data, epochs=1, steps_per_epoch=40, verbose=0).history
-    assert logs["rotation_accuracy"][-1] > 0.6, logs["rotation_accuracy"]
-    keras.backend.clear_session()
