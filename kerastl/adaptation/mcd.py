@@ -22,7 +22,8 @@ class MCD(AdaptationModel):
 
     Each step: (A) features and both heads learn the source; (B) with the features
     fixed, the heads learn the source while maximising their disagreement on the target;
-    (C) `num_k` times, the features learn to minimise that disagreement.
+    (C) `num_k` times, the features learn to minimise that disagreement. `adapt.weight`
+    scales the disagreement in (B) and (C) (TLlib's `trade_off`).
     """
 
 
@@ -62,11 +63,11 @@ class MCD(AdaptationModel):
         def step_b():  # (B) fixed features: heads learn the labelled images, disagree on the target
             p1, p2 = heads([tf.stop_gradient(f) for f in self.domain_features(xs, xt, xl)])
             disc = discrepancy(p1[1], p2[1])
-            return labelled_ce(p1) + labelled_ce(p2) - self.adapting() * disc, disc
+            return labelled_ce(p1) + labelled_ce(p2) - self.adaptation_weight() * disc, disc
 
         def step_c():  # (C) features make the heads agree on the target
             p1, p2 = heads(self.domain_features(xs, xt, xl))
-            return self.adapting() * discrepancy(p1[1], p2[1]), None  # 0 during a warm-up
+            return self.adaptation_weight() * discrepancy(p1[1], p2[1]), None  # 0 during a warm-up
 
         loss_a, _ = self.minimize(step_a, g_vars + f_vars)
         _, disc_b = self.minimize(step_b, f_vars)

@@ -42,24 +42,31 @@ class WDGRL(AdaptationModel):
     def wasserstein(self, fs, ft):
         return tf.reduce_mean(self.critic(fs)) - tf.reduce_mean(self.critic(ft))
 
+    def interpolate(self, fs, ft, i):
+        """Random points on the segments between paired source and target features, where
+        the gradient penalty is taken. Stateless: every replica draws the same interpolation
+        of the same global batch."""
+        n = tf.minimum(tf.shape(fs)[0], tf.shape(ft)[0])
+        seed = tf.stack([tf.cast(self.critic_optimizer.iterations, tf.int32), i])
+        alpha = tf.random.stateless_uniform([n, 1], seed=seed)
+        return alpha * fs[:n] + (1.0 - alpha) * ft[:n]
+
+    def critic_loss(self, fs, ft, inter):
+        """-W + gp_weight x E[(||grad_x c(x)|| - 1)^2] at the points `inter`: what the critic
+        minimises (it maximises W while staying close to 1-Lipschitz)."""
+        with tf.GradientTape() as inner:
+            inner.watch(inter)
+            c = self.critic(inter)
+        grad = inner.gradient(c, inter)
+        penalty = tf.reduce_mean(tf.square(tf.norm(grad + 1e-12, axis=1) - 1.0))
+        return -self.wasserstein(fs, ft) + self.hp["gp_weight"] * penalty
+
     def train_critic(self, fs, ft):
         fs, ft = tf.cast(tf.stop_gradient(fs), "float32"), tf.cast(tf.stop_gradient(ft), "float32")
-        n = tf.minimum(tf.shape(fs)[0], tf.shape(ft)[0])
         for i in range(int(self.hp["critic_steps"])):
-            # Stateless: every replica draws the same interpolation of the same global batch.
-            seed = tf.stack([tf.cast(self.critic_optimizer.iterations, tf.int32), i])
-            alpha = tf.random.stateless_uniform([n, 1], seed=seed)
-            inter = alpha * fs[:n] + (1.0 - alpha) * ft[:n]
-
-            def critic_loss(inter=inter):
-                with tf.GradientTape() as inner:
-                    inner.watch(inter)
-                    c = self.critic(inter)
-                grad = inner.gradient(c, inter)
-                penalty = tf.reduce_mean(tf.square(tf.norm(grad + 1e-12, axis=1) - 1.0))
-                return -self.wasserstein(fs, ft) + self.hp["gp_weight"] * penalty, None
-
-            self.minimize(critic_loss, self.critic.trainable_variables, self.critic_optimizer)
+            inter = self.interpolate(fs, ft, i)
+            self.minimize(lambda inter=inter: (self.critic_loss(fs, ft, inter), None),
+                          self.critic.trainable_variables, self.critic_optimizer)
 
     def adaptation_loss(self, batch):
         # The critic and the distance see the global batch (see losses.global_batch).
