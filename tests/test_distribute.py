@@ -149,18 +149,10 @@ def _digest(log_text):
 
 
 @pytest.mark.slow
-# QUARANTINED, not fixed: since the speed work (faster epochs and checkpoint commits) the
-# non-chief worker intermittently gets an empty per-replica batch ("Incompatible shapes:
-# [0,32,32,3] vs. [16]") in 2 of 4 fresh-clone runs; passes alone. A real multi-worker bug
-# to find first next (see the stop-21 and stop-22 notes); remove this mark with the fix.
-# Found so far: the empty batch is TensorFlow's partial-batch dummy in the validation pass
-# (this worker's iterator had no value while the other's had); any empty batch crashes the
-# model (reproduced alone: on a [0, 32, 32, 3] batch the first BN gets the input's shape,
-# not the conv's). The last batch of the 179 validation images splits 10 + 9, so this
-# worker's pipeline ended early, or the workers' collectives paired up wrongly. Not reproduced
-# in 13 runs alone or under CPU load nor in a 5th fresh-clone suite; the workers now log
-# TensorFlow's warnings (level 1) so the next failure shows more.
-@pytest.mark.xfail(strict=False, reason="intermittent empty batch on the non-chief worker (under investigation)")
+# Strict: it failed intermittently ("Incompatible shapes: [0,32,32,3] vs. [16]" on the
+# non-chief worker, an empty dummy batch in a validation pass) while Keras pulled a batch
+# from a throwaway iterator before every validation pass, a cross-worker collective of its
+# own; kerastl's multi-worker workaround no longer does (training/keras_workarounds.py).
 def test_two_workers_killed_and_resumed_end_like_one_process(trained_run, tmp_path):
     from conftest import write_config
 
@@ -292,3 +284,43 @@ def test_mixed_precision_and_xla_train_like_float32(trained_run, float32_run, tm
     assert policies == {overrides.get("mixed_precision", "float32")}
     assert model.get_layer("predictions").dtype_policy.name == "float32"
     assert other.metrics["distribute"]["weights_sha256"] != float32_run.metrics["distribute"]["weights_sha256"]
+
+
+def test_the_multi_worker_build_pulls_no_batch_when_the_model_is_built():
+    """Keras pulls a batch from a throwaway iterator before each validation pass only to
+    learn shapes; under the multi-worker strategy that is a cross-worker collective between
+    the steps' own. kerastl's replacement pulls none once everything is built, and one
+    (this worker's, never reduced across workers) before."""
+    import keras
+    import tensorflow as tf
+
+    from conftest import tiny_classifier
+    from kerastl.training.keras_workarounds import maybe_symbolic_build, nothing_to_build
+    from kerastl.training.transfer_model import TransferModel
+
+    class Batches:
+        """An epoch iterator that counts the batches taken from it."""
+
+        def __init__(self):
+            self.pulled = 0
+
+        def __iter__(self):
+            def batches():
+                while True:
+                    self.pulled += 1
+                    yield (tf.zeros((2, 32, 32, 3)), tf.one_hot([0, 1], 3))
+
+            yield 0, 0, batches()
+
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        model = TransferModel(tiny_classifier())
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy",
+                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    model._distribute_strategy = strategy
+    batches = Batches()
+    assert not nothing_to_build(model)  # compiled metrics and optimizer not built yet
+    maybe_symbolic_build(model, iterator=batches)
+    assert batches.pulled == 1 and nothing_to_build(model)
+    maybe_symbolic_build(model, iterator=batches)
+    assert batches.pulled == 1
