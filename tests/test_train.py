@@ -55,9 +55,33 @@ def _wait_for_epoch(run, phase, epoch, proc, timeout=300):
     raise AssertionError("no checkpoint appeared in time")
 
 
+def _resume_config(trained_run) -> dict:
+    """Fine-tuning the shared tiny run's model with dropout and augmentation (the random
+    states a resumed run must restore), a checkpoint after each of its 1 + 5 epochs."""
+    return tiny_config(
+        source=None,
+        target={"labels_per_class": 20, "augment": {"rotate": 0.05, "zoom": 0.1, "translate": 0.05}},
+        model={"weights": str(trained_run.run_dir), "dropout": 0.3},
+        train={"batch_size": 20, "eval_every_steps": 1,
+               "finetune": {"head_epochs": 1, "epochs": 5, "lr": 0.002}},
+    )
+
+
+@pytest.fixture(scope="module")
+def resume_reference(trained_run, tmp_path_factory):
+    """The uninterrupted run, in a process of its own as the killed one is (in this process,
+    after other runs, the same config ends with other weights: see the note on issue 33)."""
+    tmp = tmp_path_factory.mktemp("resume-ref")
+    config = write_config(tmp / "tiny.yaml", _resume_config(trained_run))
+    proc = subprocess.run([sys.executable, "-m", "kerastl", "train", config, "--out", str(tmp / "run"), "--quiet"],
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp / "run"
+
+
 @pytest.mark.slow
-def test_resume_after_kill_ends_where_the_uninterrupted_run_does(tmp_path, trained_run):
-    config = write_config(tmp_path / "tiny.yaml", TINY)
+def test_resume_after_kill_ends_where_the_uninterrupted_run_does(tmp_path, trained_run, resume_reference):
+    config = write_config(tmp_path / "tiny.yaml", _resume_config(trained_run))
     run = tmp_path / "run"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen(
@@ -65,7 +89,7 @@ def test_resume_after_kill_ends_where_the_uninterrupted_run_does(tmp_path, train
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
     try:
-        _wait_for_epoch(run, "pretrain/full", 0, proc)
+        _wait_for_epoch(run, "finetune/full", 0, proc)  # SIGKILLed inside the second phase
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -73,25 +97,25 @@ def test_resume_after_kill_ends_where_the_uninterrupted_run_does(tmp_path, train
             proc.kill()
     assert not (run / "metrics.json").exists()
     state = json.loads((run / "checkpoint" / "state.json").read_text())
-    assert state["phase"] == "pretrain/full" and state["epoch"] < 2
+    assert state["phase"] == "finetune/full" and state["epoch"] < 4  # (the phase's epochs count from 0)
     finished = len(state["history"])
-    assert finished == state["epoch"] + 1
+    assert finished == 1 + state["epoch"] + 1  # the head phase's epoch and the full phase's
 
     result = CliRunner().invoke(main, ["train", "--resume", str(run), "--quiet"])
     assert result.exit_code == 0, result.output
     # Only the unfinished epochs were trained again.
-    assert f"resumed  after {finished} finished epoch(s); {9 - finished} epoch(s) trained now" in result.output
+    assert f"resumed  after {finished} finished epoch(s); {6 - finished} epoch(s) trained now" in result.output, result.output
     resumed = json.loads((run / "metrics.json").read_text())
-    uninterrupted = trained_run.metrics
+    reference = json.loads((resume_reference / "metrics.json").read_text())
+    # Batches and augmentation depend only on (seed, epoch, batch), and the checkpoint holds
+    # the weights, the optimizer's state and Dropout's random state: the resumed run ends
+    # with the uninterrupted run's weights bit for bit, and every epoch's row is its row.
+    assert resumed["distribute"]["weights_sha256"] == reference["distribute"]["weights_sha256"]
     history = (run / "history.csv").read_text().splitlines()
-    assert history == (trained_run.run_dir / "history.csv").read_text().splitlines()[:1] + history[1:]
-    assert len(history) == 1 + 3 + 1 + 1  # every epoch once, none repeated or lost
-    # Batches depend only on (seed, epoch) and the checkpoint holds weights and optimizer
-    # state, so the resumed run ends where the uninterrupted one does (measured: equal to
-    # every printed digit; the tolerance only allows for float reduction order).
-    for split in ("source_val", "target_val", "target_test"):
-        assert resumed[split]["loss"] == pytest.approx(uninterrupted[split]["loss"], abs=1e-4)
-        assert resumed[split]["accuracy"] == pytest.approx(uninterrupted[split]["accuracy"], abs=0.01)
+    assert len(history) == 1 + 1 + 5  # every epoch once (1 head, 5 full), none repeated or lost
+    assert history == (resume_reference / "history.csv").read_text().splitlines()
+    for split in ("target_val", "target_test"):
+        assert resumed[split] == reference[split]
 
 
 def test_cli_train_target_only_from_a_previous_run_on_an_image_folder(tmp_path, trained_run):
