@@ -172,8 +172,9 @@ def test_every_quantization_converts_runs_in_litert_and_agrees(run, quantize, io
     assert keras_row["agreement"] is None and keras_row["format"] == "keras"
     labels = (run / "labels.txt").read_text().split()
     assert read_tflite_labels(path) == labels
-    interpreter_input = TFLiteArtifact(path).input
-    assert interpreter_input["dtype"] == np.dtype(io_type)
+    artifact = TFLiteArtifact(path)
+    assert artifact.input["dtype"] == np.dtype(io_type)
+    assert artifact.output["dtype"] == np.dtype(io_type)  # "integer in/out" with --io-type
     assert json.loads((run / "exports.json").read_text())[path.name]["agreement"] == row["agreement"]
     assert path.name in (run / "exports.txt").read_text()
     # int8 is calibrated on the target's training images (the domain the model will see)
@@ -403,3 +404,85 @@ def test_hard_swish_layers_are_counted_inside_nested_models():
 
     assert hard_swish_layers(mobilenet(False)) == 18  # (include_top adds the 19th of the full network)
     assert hard_swish_layers(mobilenet(True)) == 0
+
+
+def test_the_serving_signature_decodes_every_format_composites_alpha_and_resizes(serving, pngs, keras_model, tmp_path):
+    """What the README promises the `serving_default` signature does with the bytes of an
+    image file: JPEG, PNG, GIF and BMP decoded, alpha composited on black and the image
+    resized inside the graph, as kerastl's own reader (`kerastl predict`) does; a JPEG as
+    TensorFlow decodes it, as kerastl's training pipeline does (Pillow's JPEG decoder rounds
+    differently: scores 0.01 apart on this model)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from kerastl.data.images import read_rgb
+    from kerastl.data.pipeline import resize
+
+    path, _ = serving
+    _, images = pngs
+    rgb = images[0].astype(np.uint8)
+    big = Image.fromarray(rgb).resize((64, 48), Image.NEAREST)  # not the model's size: resized
+    alpha = np.linspace(0, 255, 32 * 32).reshape(32, 32).astype(np.uint8)
+    files = {
+        "png": Image.fromarray(rgb), "jpeg": big, "gif": big, "bmp": big,
+        "rgba.png": Image.fromarray(np.dstack([rgb, alpha]), "RGBA"),
+    }
+    data, expected = [], []
+    for name, image in files.items():
+        file = tmp_path / f"image.{name}"
+        image.save(file)
+        data.append(file.read_bytes())
+        decoded = tf.io.decode_jpeg(data[-1], channels=3) if name == "jpeg" else read_rgb(str(file))
+        expected.append(np.asarray(resize(decoded, 32)))
+    composited = np.asarray(read_rgb(str(tmp_path / "image.rgba.png")), np.float64)
+    np.testing.assert_allclose(composited, rgb * (alpha[..., None] / 255.0), atol=1.0)  # on black
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    scores = signature(image_bytes=tf.constant(data))["scores"].numpy()
+    np.testing.assert_allclose(scores, keras_model.predict(np.stack(expected)), atol=2e-3)
+    info = json.loads((path / "assets.extra" / "kerastl.json").read_text())
+    assert info["labels"] == keras_model.labels
+
+
+def test_int8_is_calibrated_on_the_targets_training_images_first_then_the_sources(run):
+    from kerastl.export.convert import calibration_images
+    from kerastl.export.verify import run_images
+
+    target = run_images(run, 32, split="train", max_images=10**6)
+    images, what = calibration_images(run, 32, len(target.images) + 7)
+    assert what == f"{target.source} ({len(target.images)}) + syndigits:train (7)"
+    np.testing.assert_array_equal(images[:len(target.images)], target.images)
+    assert len(images) == len(target.images) + 7
+
+
+def test_an_onnx_file_under_the_floor_keeps_the_old_one(run, monkeypatch):
+    from kerastl.export import verify
+    from kerastl.export.convert import convert_run
+
+    compare = verify.compare
+
+    def disagreeing(artifact, reference, data, **kwargs):
+        row = compare(artifact, reference, data, **kwargs)
+        return dict(row, agreement=0.5) if reference is not None else row
+
+    target = run / "model.onnx"
+    old = target.read_bytes() if target.exists() else b"the good model from before"
+    target.write_bytes(old)
+    monkeypatch.setattr(verify, "compare", disagreeing)
+    with pytest.raises(KerastlError, match="under the floor 0.99; nothing was written"):
+        convert_run(str(run), fmt="onnx", max_images=50, echo=lambda s: None)
+    assert target.read_bytes() == old
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]
+
+
+def test_the_readme_states_each_commands_agreement_floor():
+    """The floors the README gives are the ones the commands use."""
+    from pathlib import Path
+
+    from kerastl.export.convert import MIN_AGREEMENT
+
+    export_default = next(p.default for p in main.commands["export"].params if p.name == "min_agreement")
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    stated = (f"`kerastl export` {export_default}; `kerastl convert` {MIN_AGREEMENT['none']} for float32, "
+              f"float16 and ONNX, {MIN_AGREEMENT['dynamic']} for `dynamic`, {MIN_AGREEMENT['int8']} for `int8`")
+    assert stated in readme
+    assert MIN_AGREEMENT["float16"] == MIN_AGREEMENT["onnx"] == MIN_AGREEMENT["none"]
