@@ -237,16 +237,20 @@ def _first_bn(classifier):
     return bn, probe
 
 
-@pytest.mark.parametrize("protocol", ["joint", "source"])
+@pytest.mark.parametrize("protocol", ["joint", "source", "separate"])
 def test_the_bn_protocol_decides_what_batchnorm_statistics_see(protocol):
     classifier = _tiny_classifier()
     model = build_method("source_only", classifier, keras.optimizers.SGD(0.0), total_steps=2,
                          bn_protocol=protocol)
     (xs, ys), (xt, yt) = next(iter(paired_batches()))
     bn, probe = _first_bn(classifier)
-    seen = np.concatenate([xs, xt]) if protocol == "joint" else np.asarray(xs)
-    batch_mean = np.asarray(probe(seen)).mean(axis=(0, 1, 2))
-    expected = np.asarray(bn.moving_mean) * bn.momentum + batch_mean * (1 - bn.momentum)
+    # joint: one update from both domains' batch; source: the source's only; separate: the
+    # source's, then the target's (one pass per domain).
+    passes = {"joint": [np.concatenate([xs, xt])], "source": [xs], "separate": [xs, xt]}[protocol]
+    expected = np.asarray(bn.moving_mean)
+    for seen in passes:
+        batch_mean = np.asarray(probe(np.asarray(seen))).mean(axis=(0, 1, 2))
+        expected = expected * bn.momentum + batch_mean * (1 - bn.momentum)
     model.fit(tf.data.Dataset.from_tensors(((xs, ys), (xt, yt))), epochs=1, verbose=0)
     np.testing.assert_allclose(np.asarray(bn.moving_mean), expected, rtol=1e-4, atol=1e-5)
 

@@ -125,6 +125,18 @@ def test_cdan_conditions_the_discriminator_on_the_outer_product_of_predictions_a
     assert model.discriminator.input.shape[-1] == model.feature_dim * model.num_classes
 
 
+def test_cdan_randomized_map_feeds_the_discriminator_the_product_of_two_fixed_projections():
+    model = _model("cdan", dropout=0.0, hidden=32, random_dim=64)
+    fs, ft, ps, pt = _inputs(model)
+    rf, rg = np.asarray(model.random_f, np.float64), np.asarray(model.random_g, np.float64)
+    f, p = np.concatenate([fs, ft]), np.concatenate([ps, pt])
+    mapped = (f @ rf) * (p @ rg) / np.sqrt(64)
+    np.testing.assert_allclose(np.asarray(model.discriminator_input(tf.constant(f), tf.constant(p))), mapped,
+                               rtol=1e-4, atol=1e-5)
+    loss, _ = model.adaptation_loss(_batch(fs, ft, ps, pt))
+    assert float(loss) == pytest.approx(_bce_source_vs_target(_mlp(model.discriminator, mapped), N).mean(), rel=1e-4)
+
+
 @pytest.mark.parametrize("method", ["dann", "cdan", "mdd"])
 def test_gradient_reversal_gives_the_features_minus_lambda_times_the_plain_gradient(method):
     """The feature gradient of the adaptation loss is -lambda_p times the gradient of the

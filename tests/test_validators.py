@@ -55,3 +55,14 @@ def test_each_validator_chooses_its_best_epoch_and_reports_that_epochs_target_ac
     assert got["source_val"] == {"epoch": 1, "target_test_accuracy": 0.5}  # first of ties
     assert got["oracle"] == {"epoch": 2, "target_test_accuracy": 0.7}
     assert "dev" not in got
+
+
+def test_proxy_a_distance_is_near_zero_for_one_distribution_and_near_two_for_separable_ones():
+    from kerastl.evaluation.domain_gap import proxy_a_distance
+
+    rng = np.random.default_rng(0)
+    fs, ft = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    assert proxy_a_distance(fs, ft) < 0.3  # a linear classifier guesses: error ~0.5
+    assert proxy_a_distance(fs, ft + np.array([4.0] + [0.0] * 7)) > 1.9  # error ~0: 2 (1 - 2 err)
+    shifted = proxy_a_distance(fs, ft + np.array([1.0] + [0.0] * 7))  # error ~Phi(-0.5) = 0.31
+    assert 0.5 < shifted < 1.1
