@@ -49,14 +49,14 @@ def paired_batches(n=8, classes=3, seed=0, batch=4, labelled=None):
     return tf.data.Dataset.zip(main, extra).map(lambda a, b: (*a, b)).repeat()
 
 
-def build(method, seed=0, total_steps=6, **hparams):
+def build(method, seed=0, total_steps=6, optimizer=None, **hparams):
     from kerastl.adaptation import build_method
     from kerastl.models.factory import set_trainable
 
     keras.utils.set_random_seed(seed)
     classifier = tiny_classifier(3)
     set_trainable(classifier.backbone, "all", "train")
-    model = build_method(method, classifier, keras.optimizers.SGD(1e-2, momentum=0.9),
+    model = build_method(method, classifier, optimizer or keras.optimizers.SGD(1e-2, momentum=0.9),
                          total_steps=total_steps, **hparams)
     return model, classifier
 

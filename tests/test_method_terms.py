@@ -12,21 +12,16 @@ import pytest
 import tensorflow as tf
 
 import keras
-from conftest import tiny_classifier
+from helpers import build
 
-from kerastl.adaptation import build_method
 from kerastl.adaptation.base import Batch
 from kerastl.adaptation.catalog import CATALOG
-from kerastl.models.factory import set_trainable
 
 N = 6  # examples per domain
 
 
 def _model(method, **hparams):
-    keras.utils.set_random_seed(0)
-    classifier = tiny_classifier(3)
-    set_trainable(classifier.backbone, "all", "train")
-    model = build_method(method, classifier, keras.optimizers.SGD(0.0), total_steps=4, **hparams)
+    model, _ = build(method, total_steps=4, optimizer=keras.optimizers.SGD(0.0), **hparams)
     model.steps_done.assign(2)  # progress 0.5: every schedule is well above 0
     return model
 
