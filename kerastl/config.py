@@ -2,7 +2,8 @@
 
 A config has the sections `source`, `target`, `model` and `train`. Every key is declared
 below with its type, default and the values it allows; `load_config` reads a file through
-`yaml.safe_load`, applies `--set dotted.key=value` overrides and validates the result, so
+`kerastl.configfile` (strict YAML, `base:` inheritance), applies `--set dotted.key=value`
+overrides and validates the result, so
 that every mistake is reported before any data is read or any model built, as one
 `ConfigError` naming the file, the key, the bad value and what is allowed.
 """
@@ -20,6 +21,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from kerastl.configfile import apply_overrides, parse_override, read_yaml  # noqa: F401 (re-exported)
 from kerastl.errors import ConfigError
 
 log = logging.getLogger("kerastl")
@@ -170,6 +172,9 @@ class DistributeConfig:
     tpu: Optional[str] = None
 
 
+DEFAULT_ADAPT_EPOCHS = 10
+
+
 @dataclass
 class AdaptConfig:
     """Unsupervised domain adaptation (replaces pretrain + finetune when present)."""
@@ -200,12 +205,15 @@ class AdaptConfig:
     # model with 0.1 to make it transfer better); 0: plain cross-entropy. Validation losses
     # stay plain cross-entropy.
     label_smoothing: float = field(default=0.0, metadata={"range": (0.0, 0.5)})
-    epochs: int = field(default=10, metadata={"min": 1})
+    # The budget in epochs; null: DEFAULT_ADAPT_EPOCHS, or `steps` when that is given (give
+    # one of the two).
+    epochs: Optional[int] = field(default=None, metadata={"min": 1})
     # Steps per epoch (each epoch ends with a source validation pass); null: one pass over
     # the larger domain at half a batch per domain.
     steps_per_epoch: Optional[int] = field(default=None, metadata={"min": 1})
     # The budget in training steps instead of epochs: whole epochs of about steps_per_epoch
     # steps each, as many as make `steps` (the total may be a few steps lower); null: epochs.
+    # Setting both is an error: one budget, one key.
     steps: Optional[int] = field(default=None, metadata={"min": 1})
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = field(default=0.01, metadata={"positive": True})
@@ -410,6 +418,10 @@ def _cross_checks(cfg: Config):
         _method_params(cfg.adapt.method, cfg.adapt.params)
         if cfg.train.batch_size < 2:
             raise _Invalid("train.batch_size", cfg.train.batch_size, "at least 2 (half source, half target)")
+        if cfg.adapt.epochs is not None and cfg.adapt.steps is not None:
+            raise _Invalid("adapt.epochs", cfg.adapt.epochs,
+                           f"null while adapt.steps is set ({cfg.adapt.steps}): the budget is one or the "
+                           "other (e.g. --set adapt.steps=null to count epochs)")
     dist = cfg.distribute
     if dist.cpu_devices is not None and dist.strategy in ("multi_worker", "tpu"):
         raise _Invalid("distribute.cpu_devices", dist.cpu_devices,
@@ -451,58 +463,6 @@ def check_method_params(method: str, params: dict) -> dict:
         raise ConfigError(f"{err.key}: {err.value!r} is not allowed; expected {err.allowed}") from None
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(
-            f"--set {text!r}: expected dotted.key=value, e.g. --set train.batch_size=32"
-        )
-    key, raw = text.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"--set {text!r}: {key!r} is not a dotted key like train.batch_size")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
-    return parts, value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    for text in overrides:
-        parts, value = parse_override(text)
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(
-                    f"--set {text!r}: {'.'.join(parts[: i + 1])} is {child!r}, not a section"
-                )
-            node = child
-        node[parts[-1]] = value
-    return data
-
-
-def read_yaml(path: Path) -> dict:
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)  # data, never code: no python/object tags
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
 def _warn_unused(data: dict, origin: str):
     """Keys that are valid on their own but unused with the others given: said, not ignored."""
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
@@ -529,8 +489,7 @@ def config_from_dict(data: dict, origin: str = "<config>") -> Config:
 def load_config(path: Optional[Path] = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
     """Reads, overrides and validates a config. `path=None` reads the default config."""
     path = Path(path) if path is not None else default_config_path()
-    data = read_yaml(path)
-    data = apply_overrides(data, list(overrides))
+    data = apply_overrides(read_yaml(path), list(overrides))
     origin = str(path) + (" (with --set overrides)" if overrides else "")
     return config_from_dict(data, origin)
 

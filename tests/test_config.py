@@ -223,3 +223,66 @@ def test_a_step_budget_becomes_whole_epochs(given, expected):
     assert (epochs, per_epoch) == expected
     if given[2]:
         assert given[2] - epochs < epochs * per_epoch <= given[2]
+
+
+def test_a_key_written_twice_is_an_error_naming_it_and_both_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: x\nmodel:\n  backbone: MobileNetV3Small\ntrain:\n  batch_size: 8\n"
+                    "model:\n  weights: none\n")
+    result = CliRunner().invoke(main, ["train", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{path}: key 'model' is given twice in the same section (lines 2 and 6)" in result.output
+    path.write_text("model:\n  dropout: 0.1\n  dropout: 0.3\n")  # inside a section too
+    with pytest.raises(ConfigError, match="key 'dropout' is given twice .*lines 2 and 3"):
+        load_config(path)
+
+
+def test_base_inheritance_deep_merges_and_reports_bad_bases(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write_config(tmp_path / "root.yaml", {"name": "root", "source": {"dataset": "syndigits"},
+                                          "model": {"dropout": 0.3, "hidden": [64, 32]}})
+    write_config(tmp_path / "sub" / "mid.yaml", {"base": "../root.yaml", "model": {"hidden": [8]}})
+    write_config(tmp_path / "sub" / "leaf.yaml", {"base": "mid.yaml", "name": "leaf", "source": None,
+                                                  "model": {"pooling": "max"}})
+    cfg = load_config(tmp_path / "sub" / "leaf.yaml")
+    assert cfg.name == "leaf" and cfg.source is None  # a value, or null, replaces
+    # A mapping merges key by key; a list replaces as a whole.
+    assert (cfg.model.dropout, cfg.model.hidden, cfg.model.pooling) == (0.3, [8], "max")
+    assert "base" not in yaml.safe_load(__import__("kerastl.config").config.dump_config(cfg))
+
+    write_config(tmp_path / "a.yaml", {"base": "b.yaml"})
+    write_config(tmp_path / "b.yaml", {"base": "a.yaml"})
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        load_config(tmp_path / "a.yaml")
+    write_config(tmp_path / "c.yaml", {"base": "nowhere.yaml"})
+    with pytest.raises(ConfigError, match=r"c.yaml: base: 'nowhere.yaml' not found"):
+        load_config(tmp_path / "c.yaml")
+    write_config(tmp_path / "d.yaml", {"base": ["a.yaml"]})
+    with pytest.raises(ConfigError, match="expected the path of another config file"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_the_digits_configs_are_their_base_plus_a_few_lines():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    base = load_config(configs / "digits_base.yaml")
+    mcd = load_config(configs / "digits_mcd.yaml")
+    assert (mcd.adapt.method, mcd.model.bottleneck, mcd.model.hidden, mcd.adapt.params) == \
+        ("mcd", None, [256, 256], {"num_k": 4})
+    assert (mcd.adapt.steps, mcd.adapt.lr, mcd.source, mcd.train) == \
+        (base.adapt.steps, base.adapt.lr, base.source, base.train)
+    for path in configs.glob("digits_*.yaml"):
+        if path.name != "digits_base.yaml":
+            assert len(path.read_text().splitlines()) <= 12, path
+
+
+def test_adapt_epochs_and_steps_together_are_an_error_naming_both():
+    from pathlib import Path
+
+    dann = Path(__file__).resolve().parent.parent / "configs" / "digits_dann.yaml"
+    with pytest.raises(ConfigError, match=r"adapt.epochs: 2 is not allowed; expected null while "
+                                          r"adapt.steps is set \(9000\)"):
+        load_config(dann, ["adapt.epochs=2"])
+    cfg = load_config(dann, ["adapt.epochs=2", "adapt.steps=null"])
+    assert (cfg.adapt.epochs, cfg.adapt.steps) == (2, None)

@@ -20,7 +20,8 @@ def features_of(features_model, split, size, batch, num_classes, limit=600):
 
 
 def proxy_a_distance(fs: np.ndarray, ft: np.ndarray, seed: int = 0) -> float:
-    """2 (1 - 2 err) of a linear classifier telling the domains apart (Ben-David et al.)."""
+    """2 (1 - 2 err) of a linear classifier telling the domains apart (Ben-David et al.);
+    NaN when a domain has fewer than 2 images (nothing to train and test on)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -30,6 +31,12 @@ def proxy_a_distance(fs: np.ndarray, ft: np.ndarray, seed: int = 0) -> float:
     order = rng.permutation(len(x))
     half = len(x) // 2
     train, test = order[:half], order[half:]
+    if min(len(fs), len(ft)) < 2:
+        return float("nan")
+    if len(np.unique(y[train])) < 2 or len(np.unique(y[test])) < 2:  # few images: halve each domain
+        s, t = rng.permutation(len(fs)), len(fs) + rng.permutation(len(ft))
+        train = np.concatenate([s[: len(s) // 2], t[: len(t) // 2]])
+        test = np.concatenate([s[len(s) // 2:], t[len(t) // 2:]])
     scaler = StandardScaler().fit(x[train])
     clf = LogisticRegression(max_iter=2000, C=1.0).fit(scaler.transform(x[train]), y[train])
     err = 1.0 - clf.score(scaler.transform(x[test]), y[test])

@@ -16,6 +16,7 @@ import logging
 import numpy as np
 
 from kerastl import runs
+from kerastl.config import DEFAULT_ADAPT_EPOCHS
 from kerastl.errors import KerastlError
 from kerastl.training.stage import StageContext, StageResult, require_finite
 
@@ -46,7 +47,7 @@ def run(ctx: StageContext) -> StageResult:
     tgt_labelled = target.splits["train"] if "pool" in target.splits else None
     tgt_train = target.splits.get("pool", target.splits["train"])
     steps = ac.steps_per_epoch or max(steps_per_epoch(src_train, half), steps_per_epoch(tgt_train, half))
-    epochs, steps = budget(ac.epochs, steps, ac.steps)
+    epochs, steps = budget(ac.epochs or DEFAULT_ADAPT_EPOCHS, steps, ac.steps)
     total = steps * epochs
     set_trainable(classifier.backbone, cfg.model.unfreeze, resolve_bn(cfg, "adapt"))
 
