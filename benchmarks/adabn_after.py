@@ -3,7 +3,7 @@
 For each run directory (from `kerastl train` with an `adapt` section), the saved classifier
 (`model.keras`, the kept epoch) is evaluated on the target test split as saved, then again
 after every BatchNormalization layer takes the statistics of the target's training images
-(`kerastl.training.adapt.recalibrate_on_split`, what `adapt.adabn: true` does after the
+(`kerastl.training.bn_stats.recalibrate_on_split`, what `adapt.adabn: true` does after the
 kept epoch is restored; training does not depend on that option, so the second number is
 the run's result had it been on). Writes benchmarks/results/<name>.{md,json}.
 
@@ -36,7 +36,7 @@ def accuracy(model, split, size, num_classes) -> float:
 def measure(run: Path) -> dict:
     import keras
 
-    from kerastl.training.adapt import recalibrate_on_split
+    from kerastl.training.bn_stats import recalibrate_on_split
     from kerastl.config import load_config
     from kerastl.data.domain import load_domain
 

@@ -150,6 +150,11 @@ class TrainConfig:
     # augmentation computes the backbone's features once and trains the head on them:
     # the same training, without running the backbone every epoch. false: always images.
     cache_features: bool = True
+    # Re-estimate the statistics of the BatchNormalization layers that fine-tuning trained, as
+    # averages over the target's training images, after training (precise BN). auto: when
+    # the run was too short for their moving averages (momentum ** steps above 5%) to forget
+    # their starting values, which would otherwise make every prediction alike.
+    precise_bn: Literal["auto", "always", "never"] = "auto"
     # Write report.html (one self-contained page of the run) at the end; `kerastl report
     # RUN` writes it any time later.
     report: bool = True

@@ -34,6 +34,7 @@ def run(ctx: StageContext) -> StageResult:
     from kerastl.models.factory import set_trainable
     from kerastl.training.distribute import replicas
     from kerastl.training.recipe import annealed_lr, budget, make_optimizer, resolve_bn
+    from kerastl.training.bn_stats import recalibrate_on_split
     from kerastl.training.selection import best_epoch_callback
     from kerastl.training.validation import choices, validators_callback
 
@@ -171,16 +172,6 @@ def run(ctx: StageContext) -> StageResult:
                f"{report.get('proxy_a_distance_before', float('nan')):.2f} -> "
                f"{report['proxy_a_distance_after']:.2f} (embedding.png)"],
     )
-
-
-def recalibrate_on_split(model, split, size: int, batch_size: int, num_classes: int) -> int:
-    """AdaBN on `split`: every image once, unaugmented (its labels are not read), through
-    `adaptation.adabn.recalibrate_batchnorm`. Returns the number of batches."""
-    from kerastl.adaptation.adabn import recalibrate_batchnorm
-    from kerastl.data.pipeline import build_dataset
-
-    images = (x for x, _ in build_dataset(split, size, batch_size, num_classes, cache=False))
-    return recalibrate_batchnorm(model, images)
 
 
 def warn_on_collapse(logs: dict, num_classes: int, epoch: int):

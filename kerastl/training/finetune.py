@@ -64,14 +64,23 @@ class _Compiled:
 
 
 def run(ctx: StageContext) -> StageResult:
+    from kerastl.data.pipeline import steps_per_epoch
+    from kerastl.training.bn_stats import precise_bn
+
     compiled = None
-    for index, phase in enumerate(plan_phases(ctx.cfg)):
+    phases = plan_phases(ctx.cfg)
+    for index, phase in enumerate(phases):
         if phase.key not in ctx.done:
             compiled = _run_phase(ctx, index, phase, compiled)
     source, target = ctx.source, ctx.target
+    # The BN layers still trainable trained at least through the last phase.
+    last = phases[-1]
+    updates = last.epochs * steps_per_epoch(target.splits["train"], ctx.cfg.train.batch_size)
+    line = precise_bn(ctx, target.splits["train"], updates) if last.stage == "finetune" else None
     return StageResult(
         trained=(f"pretrain on {source.name} ({len(source.splits['train'])} images), " if source else "")
-        + f"finetune on {target.name} ({len(target.splits['train'])} images)")
+        + f"finetune on {target.name} ({len(target.splits['train'])} images)",
+        lines=[line] if line else [])
 
 
 def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled | None) -> _Compiled:

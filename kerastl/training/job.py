@@ -188,6 +188,10 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         if split in ("adaptation", "distribute"):
             continue
         lines.append(f"  {split:<12} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  (n={m['num_examples']})")
+    warning = chance_warning(history, metrics, target.num_classes)
+    if warning:
+        log.warning(warning)
+        lines.append(f"  warning  {warning}")
     if skipped:
         lines.append(f"  skipped  {len(skipped)} undecodable file(s): {run_dir / runs.SKIPPED}")
     dist = metrics["distribute"]
@@ -200,6 +204,24 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
     # The summary shows even with --quiet, which only silences progress bars.
     echo("\n".join(lines))
     return RunResult(run_dir=run_dir, metrics=metrics, history=history, epochs_run=epochs_run)
+
+
+def chance_warning(history: list, metrics: dict, num_classes: int) -> str | None:
+    """A run that learned its training images but evaluates at chance: said, not left to be
+    found. Typical causes: BatchNormalization statistics that do not match the weights, a
+    preprocessing mismatch, or a target far from what was trained on."""
+    chance = 1.0 / num_classes
+    rows = [r for r in history if r.get("accuracy") is not None]
+    train_acc = float(rows[-1]["accuracy"]) if rows else 0.0
+    split = "target_val" if "target_val" in metrics else "target_test"
+    if split not in metrics or train_acc < max(0.5, 2 * chance):
+        return None
+    acc = metrics[split]["accuracy"]
+    if acc > 1.5 * chance:
+        return None
+    return (f"{split} accuracy {acc:.3f} is at chance ({chance:.3f} for {num_classes} classes) while training "
+            f"accuracy is {train_acc:.3f}: the model predicts alike for every image. Check model.bn_momentum "
+            "and train.precise_bn (BatchNorm statistics), or train longer")
 
 
 def epochs_in(history: list) -> int:
