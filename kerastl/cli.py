@@ -12,6 +12,7 @@ import click
 
 from kerastl.errors import KerastlError
 from kerastl.export.convert import FORMATS as CONVERT_FORMATS
+from kerastl.native_logs import VERBOSE, import_tensorflow_quietly
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise to a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -31,38 +32,13 @@ def _user_errors(fn):
     return wrapper
 
 
-_VERBOSE = {"on": False}  # kerastl --verbose
-
-
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with the process's stderr (file descriptor 2) sent to /dev/null.
-
-    TensorFlow 2.21 writes its start-up lines (the absl "before InitializeLog" notice,
-    oneDNN, CUDA probing) from C++ while it is imported, before TF_CPP_MIN_LOG_LEVEL or any
-    Python logger can act, so only the descriptor itself can hold them back. An import
-    error still raises here, after stderr is restored.
-    """
-    if "tensorflow" in sys.modules or _VERBOSE["on"]:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _tensorflow_quietly(fn):
     """For the commands that run TensorFlow: import it quietly first (`train` does it
     itself, after the config is validated, so a bad config fails without TensorFlow)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
         return fn(*args, **kwargs)
 
     return wrapper
@@ -84,7 +60,7 @@ def main(verbose):
     kerastl backbones                   the backbones you can use
     """
     if verbose:
-        _VERBOSE["on"] = True
+        VERBOSE["on"] = True
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.ERROR)
@@ -140,7 +116,7 @@ def train(config, overrides, out, resume, quiet, workers):
         click.echo(f"Starting {workers} workers on localhost ...")
         sys.exit(launch(workers, args, echo=click.echo))
     cfg = None if resume else load_config(config, overrides)
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
     run_train(cfg, out=out, resume=resume, quiet=quiet, echo=click.echo)
 
 

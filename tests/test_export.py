@@ -245,6 +245,20 @@ def test_predict_gives_the_same_labels_on_every_format(run, serving, pngs):
             assert r["predictions"][0]["probability"] == pytest.approx(ref["predictions"][0]["probability"], abs=1e-4)
 
 
+def test_predict_on_a_tflite_file_leaves_the_terminal_clean(run, pngs):
+    """LiteRT announces its XNNPACK delegate from C++ and TensorFlow may print CUDA probing
+    lines mid-run; the CLI keeps both off the terminal (`--verbose` shows them)."""
+    from kerastl.export.convert import convert_run
+
+    if not (run / "model.tflite").exists():
+        convert_run(str(run), fmt="tflite", max_images=50, echo=lambda s: None)
+    files, _ = pngs
+    proc = subprocess.run([sys.executable, "-c", "from kerastl.cli import main; main()", "predict",
+                           str(run / "model.tflite"), files[0]], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == "" and "XNNPACK" not in proc.stdout, proc.stderr[-2000:]
+
+
 def test_cli_convert_and_predict_report_user_mistakes(run, pngs, tmp_path):
     cli = CliRunner()
     result = cli.invoke(main, ["convert", str(run), "--io-type", "uint8"])

@@ -127,7 +127,11 @@ class TFLiteArtifact(Artifact):
         except ImportError as err:  # pragma: no cover - a dependency of kerastl
             raise ModelError("running .tflite files needs ai-edge-litert: pip install ai-edge-litert") from err
         labels = read_tflite_labels(path)
-        self.interpreter = Interpreter(model_path=str(path), num_threads=None)
+        from kerastl.native_logs import native_stderr_silenced
+
+        with native_stderr_silenced():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate"
+            self.interpreter = Interpreter(model_path=str(path), num_threads=None)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._batch = None

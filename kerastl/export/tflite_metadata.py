@@ -59,7 +59,11 @@ def classify(blob: bytes, images: np.ndarray) -> tuple[np.ndarray, float]:
         base_options=base_options.BaseOptions(model_asset_buffer=blob), max_results=1)
     pixels = np.clip(np.round(images), 0, 255).astype(np.uint8)
     top = np.empty(len(pixels), dtype=np.int64)
-    with vision.ImageClassifier.create_from_options(options) as classifier:
+    from kerastl.native_logs import native_stderr_silenced
+
+    with native_stderr_silenced():  # its TFLite runtime announces the XNNPACK delegate
+        classifier = vision.ImageClassifier.create_from_options(options)
+    with classifier:
         start = time.perf_counter()
         for i, image in enumerate(pixels):
             result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB,
