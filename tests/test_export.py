@@ -312,8 +312,8 @@ def test_grpc_request_as_the_readme_builds_it_is_answered_like_the_rest_one(serv
     assert out["top_k_classes"][0][0].decode() == keras_model.labels[int(keras_model.predict(images[:1]).argmax())]
 
 
-def test_readme_rest_request_is_the_documented_digit():
-    """The README's request body decodes to scikit-learn's digit 1794, as it says."""
+def test_the_documented_rest_request_is_digit_1794():
+    """The shipping guide's request body decodes to scikit-learn's digit 1794, as it says."""
     import base64
     import io
     import re
@@ -322,8 +322,8 @@ def test_readme_rest_request_is_the_documented_digit():
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    body = json.loads(re.search(r'```json\n(\{"signature_name".*?)\n```', readme, re.S).group(1))
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "shipping.md").read_text()
+    body = json.loads(re.search(r'```json\n(\{"signature_name".*?)\n```', guide, re.S).group(1))
     assert body["signature_name"] == "serving_default" and len(body["instances"]) == 1
     pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["instances"][0]["b64"]))))
     digits = load_digits()
@@ -488,14 +488,14 @@ def test_an_onnx_file_under_the_floor_keeps_the_old_one(run, monkeypatch):
     assert not [p for p in run.iterdir() if p.name.startswith(".")]
 
 
-def test_the_readme_states_each_commands_agreement_floor():
-    """The floors the README gives are the ones the commands use."""
+def test_the_docs_state_each_commands_agreement_floor():
+    """The floors the shipping guide gives are the ones the commands use."""
     from pathlib import Path
 
     from kerastl.export.convert import MIN_AGREEMENT
 
     export_default = next(p.default for p in main.commands["export"].params if p.name == "min_agreement")
-    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    readme = " ".join((Path(__file__).resolve().parent.parent / "docs" / "shipping.md").read_text().split())
     stated = (f"`kerastl export` {export_default}; `kerastl convert` {MIN_AGREEMENT['none']} for float32, "
               f"float16 and ONNX, {MIN_AGREEMENT['dynamic']} for `dynamic`, {MIN_AGREEMENT['int8']} for `int8`")
     assert stated in readme
