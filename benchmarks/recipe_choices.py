@@ -5,7 +5,9 @@ seeds and writes target test accuracies to benchmarks/results/recipe_choices.{js
 
 - default: BN keeps learning while fine-tuning (`model.bn: train`), all layers at one lr;
 - classic: the head-first recipe: 5 head-only epochs, frozen BN, backbone lr x 0.1;
-- keras_bn_momentum: the backbone's own BN momentum (0.999) instead of 0.9.
+- keras_bn_momentum: the backbone's own BN momentum (0.999) instead of 0.9 (the BN
+  statistics are then re-estimated after fine-tuning: `train.precise_bn: auto`);
+- keras_bn_momentum_no_precise_bn: the same without that re-estimation.
 
     python benchmarks/recipe_choices.py [--seeds 0] [--variants default classic ...]
 """
@@ -29,6 +31,7 @@ VARIANTS = {
     "default": [],
     "classic": ["model.bn=frozen", "train.finetune.head_epochs=5", "train.finetune.backbone_lr_mult=0.1"],
     "keras_bn_momentum": ["model.bn_momentum=null"],
+    "keras_bn_momentum_no_precise_bn": ["model.bn_momentum=null", "train.precise_bn=never"],
 }
 
 
