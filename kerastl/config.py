@@ -49,8 +49,10 @@ class DataConfig:
     dataset: str = "digits"
     # TFDS `data_dir`; for `tfds:image_folder`, the folder `tfds.ImageFolder` reads.
     data_dir: Optional[str] = None
-    # Fractions carved, deterministically from `seed`, from data that has no such split.
+    # Share of each class held out for validation when the data has no val split (carved
+    # deterministically from `seed`).
     val_fraction: float = field(default=0.1, metadata={"range": (0.0, 0.9)})
+    # Share of each class held out for testing when the data has no test split.
     test_fraction: float = field(default=0.2, metadata={"range": (0.0, 0.9)})
     # Keep only N labelled training examples per class (the few-label case). With an adapt
     # section (target): semi-supervised adaptation, the N per class train with labels and
@@ -70,6 +72,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    # A keras.applications model (`kerastl backbones` lists them), e.g. EfficientNetV2B0.
     backbone: str = "MobileNetV2"
     # `imagenet`, `none`, a weights file, or a previous kerastl run directory.
     weights: str = "none"
@@ -77,10 +80,12 @@ class ModelConfig:
     input_size: Optional[int] = field(default=None, metadata={"min": 16})
     # Extra keyword arguments for the keras.applications constructor (e.g. alpha).
     backbone_args: dict = field(default_factory=dict)
+    # Global pooling of the backbone's last feature map.
     pooling: Literal["avg", "max"] = "avg"
     # Units of a Dense + BatchNormalization + ReLU bottleneck after pooling (TLlib uses 256
     # for domain adaptation); its output is the features adaptation aligns. null: none.
     bottleneck: Optional[int] = field(default=None, metadata={"min": 1})
+    # Dropout rate before the head's layers.
     dropout: float = field(default=0.2, metadata={"range": (0.0, 0.95)})
     # Units of the head's hidden Dense layers (before the softmax layer), e.g. [256, 256].
     hidden: list[int] = field(default_factory=list)
@@ -106,13 +111,17 @@ class StageConfig:
     head_epochs: int = field(default=0, metadata={"min": 0})
     # Phase 2: epochs with the backbone unfrozen as `model.unfreeze` says.
     epochs: int = field(default=10, metadata={"min": 0})
+    # sgd: Nesterov momentum 0.9. Each phase starts with fresh optimizer state.
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    # Peak learning rate of the head (after warm-up, then cosine decay to 0).
     lr: float = field(default=1e-3, metadata={"positive": True})
     # Phase-2 backbone learning rate = lr * backbone_lr_mult.
     backbone_lr_mult: float = field(default=0.1, metadata={"range": (0.0, 10.0)})
     # Decoupled weight decay; null: none for sgd/adam, Keras' 0.004 for adamw (0 means none).
     weight_decay: Optional[float] = field(default=None, metadata={"range": (0.0, 1.0)})
+    # Linear learning-rate warm-up from 0, in epochs (fractions allowed).
     warmup_epochs: float = field(default=0.0, metadata={"min": 0})
+    # Label smoothing of the classification loss; 0: plain cross-entropy.
     label_smoothing: float = field(default=0.0, metadata={"range": (0.0, 0.5)})
     # Weight classes by n / (k * n_class) from the training labels.
     class_weights: bool = False
@@ -138,13 +147,13 @@ class TrainConfig:
     # float16/bfloat16 compute with float32 variables (and loss scaling for float16);
     # null trains in float32. Pays off on GPUs/TPUs; on CPUs it is mostly slower.
     mixed_precision: Optional[Literal["mixed_float16", "mixed_bfloat16"]] = None
-    # Compile train steps with XLA. On CPUs measured slower (4x for the digits model).
+    # Compile train steps with XLA. For GPUs/TPUs; on CPUs it is mostly slower.
     jit_compile: bool = False
-    # TensorFlow's CPU threads: inside one op (intra) and ops at once (inter); null: all
-    # cores. Small models (tiny images) train fastest with intra_op_threads: 1, which
-    # spares the cost of splitting tiny ops across cores; large ones (ResNet50, EfficientNet
-    # at 160+ px) need intra-op threads (benchmarks/results/step_overhead.md).
+    # TensorFlow's threads inside one op; null: all cores. Small models (tiny images) train
+    # fastest with 1, which spares the cost of splitting tiny ops across cores; large ones
+    # (ResNet50, EfficientNet at 160+ px) need all cores.
     intra_op_threads: Optional[int] = field(default=None, metadata={"min": 1})
+    # TensorFlow's threads running independent ops at once; null: all cores.
     inter_op_threads: Optional[int] = field(default=None, metadata={"min": 1})
     # A head-only phase (backbone frozen, its BN in inference mode) on images without
     # augmentation computes the backbone's features once and trains the head on them:
@@ -174,6 +183,7 @@ class DistributeConfig:
     # With several replicas, BatchNormalization uses the statistics of the global batch
     # (as on one device) instead of each replica's share.
     sync_batchnorm: bool = True
+    # TPU name or grpc:// address for strategy: tpu (empty on a Cloud TPU VM).
     tpu: Optional[str] = None
 
 
@@ -220,7 +230,9 @@ class AdaptConfig:
     # steps each, as many as make `steps` (the total may be a few steps lower); null: epochs.
     # Setting both is an error: one budget, one key.
     steps: Optional[int] = field(default=None, metadata={"min": 1})
+    # sgd: Nesterov momentum 0.9 (the DANN papers' and TLlib's choice).
     optimizer: Literal["sgd", "adam"] = "sgd"
+    # Learning rate of the head and, times backbone_lr_mult, of the backbone.
     lr: float = field(default=0.01, metadata={"positive": True})
     # The backbone's learning rate is lr x this (TLlib uses 0.1 for pretrained backbones).
     backbone_lr_mult: float = field(default=1.0, metadata={"min": 0})
@@ -229,7 +241,9 @@ class AdaptConfig:
     # Ganin & Lempitsky's annealing lr_p = lr / (1 + alpha p)^beta, p = training progress
     # (training steps done / all training steps, however many updates a method makes per step).
     anneal: bool = True
+    # alpha of the annealing above.
     anneal_alpha: float = field(default=10.0, metadata={"min": 0})
+    # beta of the annealing above.
     anneal_beta: float = field(default=0.75, metadata={"min": 0})
     # How target images meet BatchNormalization while training, the same for every method:
     # `joint` (one pass over source + target), `separate` (a pass per domain) or `source`
@@ -251,7 +265,9 @@ class AdaptConfig:
 
 @dataclass
 class Config:
+    # The run's name: its directory is saved_models/<name>-<timestamp> unless --out says.
     name: str = "run"
+    # Seeds everything random: splits, initial weights, batch order, augmentation, dropout.
     seed: int = 0
     source: Optional[DataConfig] = None
     target: DataConfig = field(default_factory=DataConfig)

@@ -180,7 +180,7 @@ class AdaptationModel(keras.Model):
 
         Divided in float64: in a traced step, TensorFlow's graph optimizer turns a float32
         division by a constant into a multiplication by its reciprocal, which is off by one
-        ulp for about 1 step in 7 (measured for 1,500 steps); float64 then rounds to the
+        ulp for some steps; float64 then rounds to the
         exact float32 quotient, so a schedule gives the same value however it is run.
         """
         p = tf.cast(self.steps_done, tf.float64) / float(self.total_steps)

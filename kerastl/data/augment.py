@@ -58,9 +58,9 @@ class Augmenter:
 
     Consecutive rotate / zoom / translate layers (same fill mode and interpolation) are
     applied as ONE affine resampling: their draws are unchanged, their output -> input
-    maps are multiplied, and the image is resampled once instead of once per layer. Each
-    resampling cost about as much as decoding a 640x480 JPEG (4-7 ms per 224 px image on
-    one core), and interpolating once also blurs less than three times in a row.
+    maps are multiplied, and the image is resampled once instead of once per layer. A
+    resampling costs about as much as decoding a photo, and interpolating once also blurs
+    less than three times in a row.
     """
 
     def __init__(self, layers: list):

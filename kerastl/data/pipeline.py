@@ -67,8 +67,8 @@ def resize(image, size: int):
     """(..., H, W, C) -> (..., size, size, C) float32 in [0, 255], bilinear.
 
     Antialiased when a side shrinks by 2x or more; below that, plain bilinear already reads
-    every input pixel, and the antialiasing filter cost as much as decoding the JPEG (3 ms of
-    a 640x480 photo decoded at 320x240 for 224 px, on one core)."""
+    every input pixel, and the antialiasing filter would cost about as much as decoding the
+    JPEG."""
     import tensorflow as tf
 
     image = tf.cast(image, tf.float32)

@@ -19,7 +19,7 @@ import numpy as np
 from kerastl import runs
 from kerastl.errors import ModelError
 
-# Names inside exported files (documented in the README, read back here).
+# Names inside exported files (documented in docs/shipping.md, read back here).
 TFLITE_LABELS = "labels.txt"  # zip member appended to the .tflite (TFLite associated-file layout)
 ONNX_LABELS_KEY = "labels"  # ONNX metadata_props key, JSON list of class names
 # TF Serving's place for files beside a SavedModel: labels and input size.

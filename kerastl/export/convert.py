@@ -88,10 +88,9 @@ def hard_swish_layers(model) -> int:
     nested models included.
 
     LiteRT's XNNPACK CPU delegate (ai-edge-litert 2.x) runs float32 hard-swish but not int8:
-    every int8 HARD_SWISH op runs on the reference kernels and splits the graph (MobileNetV3Small:
-    21 delegate partitions against 2 in float32). Measured on a 2-core AMD EPYC (batch 1, one
-    thread): MobileNetV3Small at 224 px, int8 16 ms against float32 6 ms; its minimalistic
-    variant, without hard-swish, int8 0.7 ms against float32 1.4 ms.
+    every int8 HARD_SWISH op runs on the reference kernels and splits the graph into many
+    delegate partitions, so on x86 such an int8 model can run slower than float32. The
+    minimalistic variant has no hard-swish.
     """
     from kerastl.models.factory import leaf_layers
 
@@ -178,9 +177,8 @@ def convert_run(run_path: str, fmt: str = "tflite", quantize: str = "none", io_t
             slow = hard_swish_layers(keras_model.model)
             if slow:
                 echo(f"Note: the model has {slow} hard-swish activations, which LiteRT's XNNPACK CPU delegate "
-                     "does not run in int8: on x86 CPUs this int8 file can be slower than float32 (MobileNetV3Small "
-                     "224 px: 16 vs 6 ms measured; its minimalistic variant, without hard-swish: 0.7 vs 1.4 ms). "
-                     "The latency below is this machine's; measure on the device you ship to.")
+                     "does not run in int8: on x86 CPUs this int8 file can be slower than float32 (MobileNetV3's "
+                     "minimalistic variant has no hard-swish). The latency below is this machine's; measure on the device you ship to.")
         echo(f"Converting to TFLite (quantize: {quantize}) ...")
         blob = tflite_bytes(keras_model.model, quantize, io_type, calibration)
         not_in_mediapipe = tflite_metadata.unavailable()

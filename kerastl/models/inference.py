@@ -1,8 +1,7 @@
 """A Keras model's outputs for batch after batch of images, from one traced graph.
 
-Calling a Keras model eagerly, `model(x)`, runs it layer by layer in Python: for the digits
-configs' MobileNetV3Small at 32 px that is 156 ms per 64-image batch against 22 ms for the
-same call traced once (measured on the 2-core development machine). The label-free
+Calling a Keras model eagerly, `model(x)`, runs it layer by layer in Python, several times
+slower per batch than the same call traced once. The label-free
 validators run the classifier over ~1,300 images after every adaptation epoch; the end of
 every job evaluates three splits, and the domain distances, cached head features, report and
 `kerastl evaluate` run it over more: all of them call `infer`.

@@ -5,11 +5,9 @@ two powers, both moments, the step; SGD with momentum: five), and TensorFlow has
 that computes the same formula: `ResourceApplyAdam` (Keras' Adam: m += (g - m)(1 - b1),
 v += (g^2 - v)(1 - b2), w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)) and
 `ResourceApplyKerasMomentum` (m = momentum m - lr g; w += m, or with Nesterov
-w += momentum m - lr g). Tracing the train step builds each of those ops in Python: with
-the default model's 104 variables, Adam's updates were about a third of the first step's
-~10 s on 2 CPU cores (a sampling profile of `kerastl train`). Measured on that model
-(`benchmarks/results/fused_optimizers.md`): the first step takes 0.70x the CPU time with
-Adam (5.3 s against 7.0 s), 0.91x with SGD; the steps after it are within the noise.
+w += momentum m - lr g). Tracing the train step builds each of those ops in Python, once
+per variable, which makes the first step of a small model with many variables noticeably
+slower to start; one kernel per variable is traced much faster and runs the same math.
 
 Only `update_step` changes: the optimizers' variables, their order (the checkpoints), their
 config, weight decay (Keras applies it before `update_step`), loss scaling and

@@ -4,7 +4,7 @@ Each worker is `python -m kerastl train ...` with its own TF_CONFIG (the same cl
 free localhost ports, its own task index) and `distribute.strategy=multi_worker`. Their
 output is prefixed with `[worker-i]`; when one fails, the others are stopped and the job
 fails with that worker's exit code. On real hosts, run the same command on every host
-with TF_CONFIG set by hand (see README).
+with TF_CONFIG set by hand (docs/scaling.md).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 to `lr` over `warmup_steps`, then cosine decay to 0 at `steps`
     (Keras' CosineDecay with warmup). Its three numbers are variables: `reset` sets them
     for the next phase and a train step traced with the schedule stays valid, so
-    fine-tuning can reuse the traced step across phases (tracing the MobileNetV3 step costs
-    ~7 s on 2 CPU cores, more than the default job's whole fine-tuning)."""
+    fine-tuning can reuse the traced step across phases (tracing a MobileNetV3 step can cost
+    more than a short fine-tuning itself)."""
 
     def __init__(self, lr: float, steps: int, warmup_steps: int):
         self.peak = keras.Variable(0.0, trainable=False, name="lr_peak")

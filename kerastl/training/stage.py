@@ -174,8 +174,7 @@ def epochs_per_round(epochs: int, steps: int, min_steps: int, initial_epoch: int
     round has the same length and a resumed run starts on a round boundary.
 
     Fine-tuning on a few labels has epochs of one step (100 images at batch 64); there the
-    epoch-end work (validation, checkpoint, logs: ~0.4 s on 2 CPU cores) costs several
-    times the step itself (~0.05 s)."""
+    epoch-end work (validation, checkpoint, logs) costs several times the step itself."""
     if steps >= min_steps:
         return 1
     fitting = [d for d in range(1, epochs + 1) if epochs % d == 0 and initial_epoch % d == 0]
