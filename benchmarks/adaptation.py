@@ -46,19 +46,16 @@ TASKS = {
 
 
 # A method name may end in an add-on, a variant of the method's config measured as its own
-# row: "+mcc", MCC's class-confusion loss added (`adapt.mcc_weight`), as the MCC paper
-# combines it with DANN and CDAN; "+warmup", the first fifth of the steps on the source alone
-# (`adapt.warmup`), as ADDA and SHOT start from a source model; "+ls", label smoothing 0.1 (as
-# SHOT's source model); "+aug" and "+data", a source model that should generalise better:
+# row: "+ls", label smoothing 0.1 (as SHOT's source model); "+aug" and "+data", a source model that should generalise better:
 # stronger general source augmentation (DomainBed-like geometric jitter and contrast), four
 # times the rendered source images.
-ADD_ONS = {"+mcc": ["adapt.mcc_weight=1.0"], "+warmup": ["adapt.warmup=0.2"], "+ls": ["adapt.label_smoothing=0.1"],
+ADD_ONS = {"+ls": ["adapt.label_smoothing=0.1"],
            "+aug": ["source.augment={rotate: 0.08, zoom: 0.2, translate: 0.12, contrast: 0.4}"],
            "+data": ["source.num_examples=24000"]}
 
 
 def split_add_on(method: str) -> tuple[str, list[str]]:
-    """(the configs' method, the overrides of its add-on): "cdan+e+mcc" -> ("cdan+e", [...])."""
+    """(the configs' method, the overrides of its add-on): "cdan+e+ls" -> ("cdan+e", [...])."""
     for suffix, overrides in ADD_ONS.items():
         if method.endswith(suffix) and method[:-len(suffix)] in CATALOG:
             return method[:-len(suffix)], overrides
@@ -217,10 +214,8 @@ def main():
     parser.add_argument("--task", choices=sorted(TASKS), default="syndigits->digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=METHODS,
-                        help="methods to train (default: every one); a name ending in +mcc (e.g. cdan+mcc) is the "
-                             "method's config with MCC's class-confusion loss added (adapt.mcc_weight=1), one "
-                             "ending in +warmup with a source-only warm-up of a fifth of the steps "
-                             "(adapt.warmup=0.2)")
+                        help="methods to train (default: every one); a name ending in +ls, +aug or +data is the "
+                             "method's config with that variant (see ADD_ONS)")
     parser.add_argument("--runs", nargs="+", metavar="METHOD:SEED:DIR",
                         help="train nothing: tabulate finished run directories (e.g. runs made by hand with "
                              "kerastl train --out DIR); seconds from the run's config.yaml to its metrics.json")

@@ -1,4 +1,4 @@
-"""Keras' optimizers against kerastl's fused ones (`kerastl.training.fused`): the first
+"""Keras' optimizers against kerastl's fused ones (`kerastl.optimizers`): the first
 training step (tracing included) and the steps after it, CPU and wall time.
 
 Each measurement is a fresh process (so the first step traces from nothing) that builds
@@ -36,7 +36,7 @@ def child(kind: str, case: str, steps: int) -> dict:
 
     from kerastl.config import load_config
     from kerastl.models.factory import build_classifier
-    from kerastl.training import fused
+    from kerastl import optimizers as fused
     from kerastl.training.distribute import configure_threads
     from kerastl.training.schedules import WarmupCosine
     from kerastl.training.transfer_model import TransferModel
@@ -100,15 +100,14 @@ def main():
                                       capture_output=True, text=True, check=True)
                 results[case][kind].append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 print(f"round {r + 1} {case} {kind}: {results[case][kind][-1]}", flush=True)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from adabn_after import write_results
+    from common import machine, write_results
 
     text = table(results)
     note = (f"\n\nThe default config's classifier (MobileNetV3Small 0.75, 32 px, batch 64, one intra-op thread) fitted on "
             f"random tensors in memory, a fresh process per measurement, {args.rounds} rounds in alternating order; "
             f"later steps: the median of three fits of {args.steps} steps. `python benchmarks/fused_optimizers.py`.")
-    write_results(args.name, "Keras' optimizers against the fused ones", {"results": results, "steps": args.steps},
-                  text, note)
+    write_results(args.name, ["# Keras' optimizers against the fused ones", "", f"Machine: {machine()}{note}", "", text],
+                  {"results": results, "steps": args.steps})
     print(text)
 
 

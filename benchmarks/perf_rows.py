@@ -196,7 +196,7 @@ def adaptation_cost(quick: bool) -> dict:
     from kerastl.data.domain import load_domain
     from kerastl.data.pipeline import paired_dataset
     from kerastl.models.factory import build_classifier, set_trainable
-    from kerastl.training.recipe import make_optimizer
+    from kerastl.optimizers import make_optimizer
 
     _threads(1)
     root = os.path.join(os.path.dirname(__file__), "..", "configs")

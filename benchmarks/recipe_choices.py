@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import machine, write_results
 
 VARIANTS = {
     "default": [],
@@ -58,18 +57,14 @@ def main():
             for seed in args.seeds:
                 rows.append(run(variant, seed, Path(tmp)))
                 print(rows[-1], flush=True)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "recipe_choices.json").write_text(json.dumps({"machine": machine, "seeds": args.seeds,
-                                                             "variants": VARIANTS, "runs": rows}, indent=2) + "\n")
     lines = ["# Fine-tuning choices of configs/default.yaml", "",
-             f"Target test accuracy (configs/default.yaml and the overrides shown), seeds {args.seeds}; {machine}.", "",
+             f"Target test accuracy (configs/default.yaml and the overrides shown), seeds {args.seeds}; {machine()}.", "",
              "| variant | overrides | mean | per seed |", "|---|---|---|---|"]
     for variant in args.variants:
         accs = [r["target_test_accuracy"] for r in rows if r["variant"] == variant]
         lines.append(f"| {variant} | {' '.join(VARIANTS[variant]) or '-'} | {statistics.mean(accs):.3f} | "
                      f"{', '.join(f'{a:.3f}' for a in accs)} |")
-    (RESULTS / "recipe_choices.md").write_text("\n".join(lines) + "\n")
+    write_results("recipe_choices", lines, {"seeds": args.seeds, "variants": VARIANTS, "runs": rows})
     print("\n".join(lines))
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import machine, write_results
 
 
 def run(seed: int, scratch: bool, workdir: Path) -> dict:
@@ -54,14 +53,10 @@ def main():
         summary[name] = {"mean": statistics.mean(accs),
                          "stdev": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                          "runs": accs}
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "transfer_vs_scratch.json").write_text(
-        json.dumps({"machine": machine, "rows": rows, "summary": summary}, indent=2) + "\n")
     lines = [
         "# Target test accuracy: pretrain on syndigits + fine-tune vs. from scratch",
         "",
-        f"configs/default.yaml, 10 target labels per class, seeds {args.seeds}; {machine}.",
+        f"configs/default.yaml, 10 target labels per class, seeds {args.seeds}; {machine()}.",
         "",
         "| run | mean | stdev | per seed | seconds per run |",
         "|---|---|---|---|---|",
@@ -71,7 +66,7 @@ def main():
         secs = statistics.mean(r["seconds"] for r in rows if r["scratch"] == scratch)
         lines.append(f"| {name} | {s['mean']:.3f} | {s['stdev']:.3f} | "
                      + ", ".join(f"{a:.3f}" for a in s["runs"]) + f" | {secs:.0f} |")
-    (RESULTS / "transfer_vs_scratch.md").write_text("\n".join(lines) + "\n")
+    write_results("transfer_vs_scratch", lines, {"rows": rows, "summary": summary})
     print("\n".join(lines))
 
 

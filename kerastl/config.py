@@ -205,17 +205,6 @@ class AdaptConfig:
     # target's own predictions (MCC, entropy terms) that would otherwise sort target images
     # into classes before the classifier knows them.
     weight_ramp: bool = False
-    # MCC's class-confusion loss on the target's predictions (Jin et al. 2020), added to any
-    # method's loss at this weight, ramped like `weight_ramp` (the paper's DANN+MCC, CDAN+MCC:
-    # alignment alone may map a whole target class onto the wrong source class; MCC uses how
-    # the target's own predictions cluster). 0: off.
-    mcc_weight: float = field(default=0.0, metadata={"range": (0.0, 100.0)})
-    # Source-only warm-up: this fraction of the run's steps trains on the source's labels
-    # alone (every adaptation term 0); then the adaptation starts, its ramps from 0 (the
-    # gradient reversal's lambda, `weight_ramp`, `mcc_weight` follow the progress after the
-    # warm-up). As ADDA and SHOT start from a source model: alignment then acts on features
-    # that already separate the source's classes. 0: adapt from the first step.
-    warmup: float = field(default=0.0, metadata={"range": (0.0, 0.9)})
     # Label smoothing of the classification loss on labelled images (SHOT trains its source
     # model with 0.1 to make it transfer better); 0: plain cross-entropy. Validation losses
     # stay plain cross-entropy.
@@ -249,8 +238,6 @@ class AdaptConfig:
     # `joint` (one pass over source + target), `separate` (a pass per domain) or `source`
     # (the target in inference mode: BN statistics of the source only).
     bn_protocol: Literal["joint", "separate", "source"] = "joint"
-    # AdaBN after training: re-estimate every BN layer's statistics on the target images.
-    adabn: bool = False
     # Which epoch's model is kept, chosen without target labels: the best source
     # validation accuracy (the last epoch when the source has no validation split), the
     # best label-free validator on held-back target images (entropy, im = information
@@ -462,26 +449,12 @@ def _cross_checks(cfg: Config):
 
 def _method_params(method: str, params: dict) -> dict:
     """A method's full hyper-parameters (catalog defaults + `params`), or _Invalid."""
-    from kerastl.adaptation.catalog import CATALOG
+    from kerastl.adaptation.catalog import CATALOG, ParamError
 
-    spec = CATALOG.get(method)
     try:
-        return spec.check_params(params)
-    except KeyError as err:
-        name = err.args[0]
-        raise _Invalid(f"adapt.params.{name}", params[name],
-                       f"a parameter of {spec.name}: {', '.join(spec.params) or 'it takes none'}") from None
-    except ValueError as err:
-        name, allowed = err.args
-        raise _Invalid(f"adapt.params.{name}", params[name], allowed) from None
-
-
-def check_method_params(method: str, params: dict) -> dict:
-    """`_method_params` for code that builds a method directly: ConfigError on a mistake."""
-    try:
-        return _method_params(method, params)
-    except _Invalid as err:
-        raise ConfigError(f"{err.key}: {err.value!r} is not allowed; expected {err.allowed}") from None
+        return CATALOG.get(method).validated(params)
+    except ParamError as err:
+        raise _Invalid(f"adapt.params.{err.key}", err.value, err.allowed) from None
 
 
 def _warn_unused(data: dict, origin: str):

@@ -173,7 +173,7 @@ def test_selection_without_a_source_validation_split_keeps_the_last_epoch(traine
 
 
 def test_adabn_leaves_the_target_statistics_in_the_saved_model(trained_run, tmp_path):
-    from kerastl.adaptation.adabn import recalibrate_batchnorm
+    from kerastl.models.batchnorm import recalibrate_batchnorm
     from kerastl.data.domain import load_domain
     from kerastl.data.pipeline import build_dataset
     from kerastl.models.factory import batchnorm_layers

@@ -6,7 +6,7 @@ import keras
 from conftest import tiny_classifier
 from helpers import check_method_contract, paired_batches
 
-from kerastl.adaptation import CATALOG, METHODS, build_method
+from kerastl.adaptation import CATALOG, build_method
 from kerastl.adaptation.dann import grl_lambda
 from kerastl.models.factory import set_trainable
 from kerastl.models.layers import GradientReversal
@@ -102,53 +102,6 @@ def test_the_weight_ramp_starts_the_adaptation_loss_at_zero_and_follows_progress
     assert float(model.adaptation_weight()) == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("method", ["dann", "mcd"])
-def test_mcc_weight_adds_the_ramped_class_confusion_of_the_target_to_any_method(method):
-    from kerastl.adaptation.losses import class_confusion
-
-    classifier = _tiny_classifier()
-    model = build_method(method, classifier, keras.optimizers.SGD(0.0), total_steps=4, mcc_weight=3.0)
-    (xs, ys), (xt, yt) = next(iter(_paired()))
-    model.steps_done.assign(2)  # p = 0.5: the ramp is 2 / (1 + e^-5) - 1
-    ramp = 3.0 * (2 / (1 + np.exp(-5.0)) - 1)
-    term, logs = model.class_confusion_term(model.classifier(xt, training=False))
-    expected = class_confusion(model.classifier(xt, training=False))
-    assert float(logs["mcc_loss"]) == pytest.approx(float(expected), rel=1e-6) and float(expected) > 0.1
-    assert float(term) == pytest.approx(ramp * float(expected), rel=1e-5)
-    if method == "dann":  # the trained loss carries it: loss = cls + 1 x adapt + term
-        logs = model.update(xs, ys, xt, yt)
-        assert float(logs["mcc_loss"]) > 0.1
-        gap = float(logs["loss"]) - float(logs["cls_loss"]) - float(logs["adapt_loss"])
-        assert gap == pytest.approx(ramp * float(logs["mcc_loss"]), rel=1e-4)
-    # Off by default: no term, no log.
-    plain = build_method(method, _tiny_classifier(), keras.optimizers.SGD(0.0), total_steps=4)
-    assert float(plain.class_confusion_term(plain.classifier(xt))[0]) == 0.0
-    keras.backend.clear_session()
-
-
-@pytest.mark.parametrize("method", ["dann", "mcd"])
-def test_warmup_trains_on_the_source_alone_then_ramps_from_zero(method):
-    classifier = _tiny_classifier()
-    model = build_method(method, classifier, keras.optimizers.SGD(0.0), total_steps=10, warmup=0.4)
-    (xs, ys), (xt, yt) = next(iter(_paired()))
-    model.steps_done.assign(3)  # p = 0.3: inside the warm-up, every adaptation term is 0
-    assert float(model.ramp_progress) == 0.0 and float(model.adapting()) == 0.0
-    logs = model.update(xs, ys, xt, yt)
-    assert float(logs["adapt_loss"]) == 0.0 if method == "mcd" else float(logs["loss"]) == pytest.approx(
-        float(logs["cls_loss"]), rel=1e-6)
-    model.reset_metrics()  # (the logs are means over the updates since)
-    model.steps_done.assign(7)  # p = 0.7: half-way through the adaptation's own ramp
-    assert float(model.ramp_progress) == pytest.approx(0.5) and float(model.adapting()) == 1.0
-    logs = model.update(xs, ys, xt, yt)
-    assert float(logs["adapt_loss"]) != 0.0
-    if method == "dann":  # lambda restarts from 0 at the warm-up's end: the ramp at 0.5, not at 0.7
-        assert float(model.current_lambda()) == pytest.approx(2 / (1 + np.exp(-5.0)) - 1, rel=1e-5)
-        assert abs(float(logs["loss"]) - float(logs["cls_loss"]) - float(logs["adapt_loss"])) < 1e-4
-    with pytest.raises(ValueError, match="warmup: 1.0 is not a fraction"):
-        build_method(method, _tiny_classifier(), keras.optimizers.SGD(0.0), warmup=1.0)
-    keras.backend.clear_session()
-
-
 @pytest.mark.parametrize("method", ["source_only", "mcd", "target_oracle"])
 def test_label_smoothing_smooths_the_trained_classification_loss(method):
     # cls_loss is what the step trains the classifier on (MCD: the mean of its two heads'
@@ -182,9 +135,9 @@ def test_unknown_method_parameter_is_a_config_error():
     from kerastl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="adapt.params.gama: 3 is not allowed; expected a parameter of dann: gamma, max_lambda"):
-        METHODS.get("dann")(_tiny_classifier(), gama=3)
+        CATALOG.get("dann").load()(_tiny_classifier(), gama=3)
     with pytest.raises(ConfigError, match="adapt.params.hidden: 'big' is not allowed; expected an integer"):
-        METHODS.get("dann")(_tiny_classifier(), hidden="big")
+        CATALOG.get("dann").load()(_tiny_classifier(), hidden="big")
 
 
 def test_progress_inside_a_traced_step_is_the_exact_quotient():
@@ -256,7 +209,7 @@ def test_the_bn_protocol_decides_what_batchnorm_statistics_see(protocol):
 
 
 def test_adabn_sets_batchnorm_statistics_to_the_targets_and_restores_the_layers():
-    from kerastl.adaptation.adabn import recalibrate_batchnorm
+    from kerastl.models.batchnorm import recalibrate_batchnorm
 
     classifier = _tiny_classifier()
     classifier.backbone.trainable = False  # frozen BN is re-estimated too

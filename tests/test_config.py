@@ -123,7 +123,7 @@ def test_training_stages_under_adapt_are_reported_unused_and_not_saved(caplog):
 
 
 def test_weight_decay_zero_means_none_even_for_adamw():
-    from kerastl.training.recipe import make_optimizer
+    from kerastl.optimizers import make_optimizer
 
     def built(finetune):
         st = config_from_dict({"train": {"finetune": finetune}}).train.finetune

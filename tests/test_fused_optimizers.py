@@ -1,4 +1,4 @@
-"""The fused optimizers (`kerastl.training.fused`) update like Keras' own."""
+"""The fused optimizers (`kerastl.optimizers`) update like Keras' own."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_fused_update_equals_keras(case):
     import keras
     import tensorflow as tf
 
-    from kerastl.training import fused
+    from kerastl import optimizers as fused
 
     name, kwargs = CASES[case]
     rng = np.random.default_rng(0)
@@ -48,7 +48,7 @@ def test_fused_update_equals_keras(case):
 def test_fused_optimizers_serialize_as_themselves():
     import keras
 
-    from kerastl.training import fused
+    from kerastl import optimizers as fused
 
     for cls in (fused.Adam, fused.AdamW, fused.SGD):
         optimizer = cls(0.01)

@@ -7,16 +7,12 @@ an `adapt` section stays fast.
 
 from kerastl.adaptation.catalog import CATALOG
 
-__all__ = ["CATALOG", "METHODS", "AdaptationModel", "Batch", "build_method"]
+__all__ = ["CATALOG", "AdaptationModel", "Batch", "build_method"]
 
 
 def __getattr__(name):
-    if name in ("METHODS", "AdaptationModel", "Batch", "build_method"):
-        import importlib
-
+    if name in ("AdaptationModel", "Batch", "build_method"):
         from kerastl.adaptation import base
 
-        for _, spec in CATALOG.items():  # importing each module registers its class
-            importlib.import_module(spec.target.split(":")[0])
         return getattr(base, name)
     raise AttributeError(f"module 'kerastl.adaptation' has no attribute {name!r}")

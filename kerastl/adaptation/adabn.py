@@ -2,21 +2,17 @@
 
 Training changes nothing; afterwards every BN layer's moving mean and variance are
 re-estimated on unlabelled target images, so the target is normalised by its own
-statistics. `adabn` is the method (source-only training, then re-estimation); with
-`adapt.adabn: true` the re-estimation follows any other method.
+statistics: source-only training, then re-estimation (`kerastl.models.batchnorm`).
 """
 
 from __future__ import annotations
 
-from kerastl.adaptation.base import register
 from kerastl.adaptation.baselines import SourceOnly
 from kerastl.adaptation.catalog import declare
-from kerastl.models.batchnorm import recalibrate_batchnorm  # noqa: F401 (the re-estimation itself)
 
 declare("adabn", "AdaBN", "source only, then every BN layer's statistics re-estimated on the target (Li et al. 2017)")
 
 
-@register("adabn")
 class AdaBN(SourceOnly):
     """Source-only training, then BatchNormalization statistics of the target."""
 

@@ -5,8 +5,8 @@ loss is
 
     source classification loss + weight * adaptation loss
 
-where each method (one module each, declared in `catalog.py` and registered in `METHODS`)
-defines the adaptation loss and any sub-model it needs (a domain discriminator, a critic,
+where each method (one module each, declared there with `catalog.declare`: the one
+registry of methods) defines the adaptation loss and any sub-model it needs (a domain discriminator, a critic,
 a second head). Target labels, when the data has them, only feed the `target_accuracy`
 metric; they never reach a loss (except in `target_oracle`, the upper bound).
 
@@ -25,27 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerastl.adaptation.catalog import CATALOG
-from kerastl.adaptation.losses import class_confusion, global_batch
-from kerastl.registry import Registry
-from kerastl.training.distribute import apply_scaled, loss_scaled, replicas
-
-METHODS: Registry = Registry("adaptation method")
-
-
-def register(name: str):
-    """Registers a method class under the name its module declares (with `declare`)."""
-    spec = CATALOG.get(name)
-
-    def add(cls):
-        if spec.target != f"{cls.__module__}:{cls.__name__}":
-            raise TypeError(f"{cls.__module__}:{cls.__name__} is registered as {name!r}, which is declared "
-                            f"as {spec.target}")
-        cls.method_name = name
-        METHODS.register(name, cls)
-        return cls
-
-    return add
+from kerastl.adaptation.catalog import CATALOG, spec_of
+from kerastl.replicas import apply_scaled, loss_scaled, replicas
 
 
 def global_sum(x):
@@ -129,17 +110,12 @@ class AdaptationModel(keras.Model):
             defaults and ranges; `kerastl methods` lists them).
     """
 
-    method_name = "base"
-
     recalibrates_bn = False  # AdaBN: BN statistics re-estimated on the target after training
 
     def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, bn_protocol: str = "joint",
-                 weight_ramp: bool = False, mcc_weight: float = 0.0, warmup: float = 0.0, label_smoothing: float = 0.0,
-                 **hparams):
+                 weight_ramp: bool = False, label_smoothing: float = 0.0, **hparams):
         super().__init__()
-        from kerastl.config import check_method_params
-
-        self.hp = check_method_params(self.method_name, hparams)
+        self.hp = spec_of(type(self)).validated(hparams)
         self.classifier = classifier.model
         self.features, self.head = classifier.features, classifier.head
         self.parts = classifier  # the handle (not a layer): which variables are the backbone's
@@ -151,10 +127,6 @@ class AdaptationModel(keras.Model):
         self.bn_protocol = bn_protocol
         self.weight = float(weight)
         self.weight_ramp = bool(weight_ramp)
-        self.mcc_weight = float(mcc_weight)
-        if not 0.0 <= warmup < 1.0:
-            raise ValueError(f"warmup: {warmup} is not a fraction of the run in [0, 1)")
-        self.warmup = float(warmup)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing: {label_smoothing} is not in [0, 1)")
         self.label_smoothing = float(label_smoothing)
@@ -187,41 +159,17 @@ class AdaptationModel(keras.Model):
         return tf.cast(tf.minimum(p, 1.0), tf.float32)
 
     @property
-    def ramp_progress(self):
-        """Progress of the adaptation itself, in [0, 1]: 0 until the source-only `warmup`
-        fraction of the run has passed, then (p - warmup) / (1 - warmup). Every ramp (the
-        gradient reversal's lambda, `weight_ramp`, the MCC add-on) follows it, so with a
-        warm-up each starts from 0 when alignment starts."""
-        if not self.warmup:
-            return self.progress
-        return tf.maximum(self.progress - self.warmup, 0.0) / (1.0 - self.warmup)
-
-    def adapting(self):
-        """1.0 once the warm-up is over (always without one), else 0.0: multiplies every
-        adaptation term that does not ramp (ramps follow `ramp_progress`, 0 in the warm-up),
-        so the warm-up trains on the source's labels only."""
-        if not self.warmup:
-            return tf.constant(1.0, tf.float32)
-        return tf.cast(self.progress >= self.warmup, tf.float32)
+    def method_name(self) -> str:
+        """The name the method is declared under (`adapt.method`)."""
+        return spec_of(type(self)).name
 
     def adaptation_weight(self):
         """The adaptation loss's weight at this step: `weight`, or with `weight_ramp` the
         weight times DANN's schedule 2 / (1 + exp(-10 p)) - 1 (0 at the start, 0.99 x weight
-        at p = 0.5), p the adaptation's progress (`ramp_progress`); 0 during a warm-up."""
+        at p = 0.5)."""
         if not self.weight_ramp:
-            return self.weight * self.adapting()
-        return grl_lambda(self.ramp_progress, 10.0, self.weight)  # (0 during a warm-up: the ramp starts at 0)
-
-    def class_confusion_term(self, pt):
-        """(weighted loss, logs) of MCC's class confusion on the target predictions `pt`,
-        added to any method's loss when `mcc_weight` > 0 (the MCC paper's DANN+MCC, CDAN+MCC:
-        alignment alone ignores how the target's own predictions cluster). Its weight ramps
-        as 2 / (1 + exp(-10 p)) - 1 to `mcc_weight`, as `weight_ramp` does: a loss on the
-        target's predictions should not sort them before the classifier knows the source."""
-        if not self.mcc_weight:
-            return tf.constant(0.0), {}
-        loss = tf.cast(class_confusion(global_batch(pt)), tf.float32)
-        return grl_lambda(self.ramp_progress, 10.0, self.mcc_weight) * loss, {"mcc_loss": loss}
+            return self.weight
+        return grl_lambda(self.progress, 10.0, self.weight)
 
     # --- what methods override -------------------------------------------------------
 
@@ -279,9 +227,8 @@ class AdaptationModel(keras.Model):
             batch = self.forward(xs, ys, xt, yt, labelled)
             cls = self.classification_loss(batch)
             adapt, logs = self.adaptation_loss(batch)
-            confusion, confusion_logs = self.class_confusion_term(batch.pt)
-            loss = tf.cast(cls, tf.float32) + self.adaptation_weight() * tf.cast(adapt, tf.float32) + confusion
-            return loss, (batch, cls, adapt, {**logs, **confusion_logs})
+            loss = tf.cast(cls, tf.float32) + self.adaptation_weight() * tf.cast(adapt, tf.float32)
+            return loss, (batch, cls, adapt, logs)
 
         variables = self.classifier.trainable_variables + self.extra_variables()
         loss, (batch, cls, adapt, logs) = self.minimize(loss_fn, variables)
@@ -378,7 +325,7 @@ def grl_lambda(progress, gamma: float = 10.0, max_lambda: float = 1.0):
 
 def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, weight: float = 1.0,
                  total_steps: int = 1000, bn_protocol: str = "joint", weight_ramp: bool = False,
-                 mcc_weight: float = 0.0, jit_compile=False, **hparams) -> AdaptationModel:
+                 jit_compile=False, **hparams) -> AdaptationModel:
     """The method `name` around `classifier` (a `Classifier` handle), built, compiled with
     `optimizer` (and `backbone_optimizer` for the backbone's variables, if given) and with
     the optimizers built for every variable they train: ready for `fit` (and for
@@ -388,10 +335,9 @@ def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, w
     optimizer would refuse variables it was not built with (sub-models used only in
     `train_step`, like a discriminator, among them).
     """
-    from kerastl.adaptation import METHODS  # registers every method
-
-    model = METHODS.get(name)(classifier, weight=weight, total_steps=total_steps, bn_protocol=bn_protocol,
-                              weight_ramp=weight_ramp, mcc_weight=mcc_weight, **hparams)
+    cls = CATALOG.get(name).load()
+    model = cls(classifier, weight=weight, total_steps=total_steps, bn_protocol=bn_protocol,
+                weight_ramp=weight_ramp, **hparams)
     model(np.zeros((1, classifier.input_size, classifier.input_size, 3), np.float32))
     model.compile(optimizer=optimizer, backbone_optimizer=backbone_optimizer, jit_compile=jit_compile)
     model.build_optimizers()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.base import AdaptationModel
 from kerastl.adaptation.catalog import declare
 
 declare("source_only", "SourceOnly", "no adaptation: the labelled source only")
 declare("target_oracle", "TargetOracle", "trains on the target's own labels: the upper bound")
 
 
-@register("source_only")
 class SourceOnly(AdaptationModel):
     """Trains on the labelled source only: the baseline adaptation has to beat.
 
@@ -19,7 +18,6 @@ class SourceOnly(AdaptationModel):
     """
 
 
-@register("target_oracle")
 class TargetOracle(AdaptationModel):
     """Trains on the target's own training labels: the upper bound of adaptation.
 

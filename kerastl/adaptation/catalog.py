@@ -4,11 +4,12 @@ Each method module declares its methods at its top with `declare(...)`: the name
 (`adapt.method`), the class, a one-line summary, and each hyper-parameter (`adapt.params`)
 with its type, default and valid range. This module reads those statements from the
 modules' source without importing them, so config validation fails on a bad `adapt`
-section in well under a second, before TensorFlow is imported; the method classes take
-their parameters from here (`register` in base.py), so there is one place to read them.
+section in well under a second, before TensorFlow is imported. This is the one registry of
+methods: `MethodSpec.load()` imports a method's class, and a class finds its own
+declaration (`spec_of`) for its name and checked parameters.
 
-Adding a method: one module in this package (a `declare(...)` statement and a registered
-`AdaptationModel` subclass) and a config that uses it.
+Adding a method: one module in this package (a `declare(...)` statement and the
+`AdaptationModel` subclass it names) and a config that uses it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ import dataclasses
 import importlib
 from typing import Any
 
+from kerastl.errors import ConfigError
 from kerastl.registry import Registry
+
+
+class ParamError(ConfigError):
+    """A method parameter that does not validate: `adapt.params.<key>`, its value, and what
+    is allowed (the config check turns it into its own message)."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(f"adapt.params.{key}: {value!r} is not allowed; expected {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +83,20 @@ class MethodSpec:
                 raise ValueError(name, str(err)) from None
         return out
 
+    def validated(self, given: dict) -> dict:
+        """`check_params`, with a mistake raised as ParamError."""
+        try:
+            return self.check_params(given)
+        except KeyError as err:
+            name = err.args[0]
+            raise ParamError(name, given[name], f"a parameter of {self.name}: "
+                             f"{', '.join(self.params) or 'it takes none'}") from None
+        except ValueError as err:
+            name, allowed = err.args
+            raise ParamError(name, given[name], allowed) from None
+
     def load(self):
+        """The method's class (importing its module, and so TensorFlow)."""
         module, cls = self.target.split(":")
         return getattr(importlib.import_module(module), cls)
 
@@ -127,3 +151,14 @@ def _scan():
 
 
 _scan()
+
+
+def spec_of(cls) -> MethodSpec:
+    """The declaration of method class `cls` (or of the declared class it derives from)."""
+    for klass in cls.__mro__:
+        target = f"{klass.__module__}:{klass.__qualname__}"
+        for _, spec in CATALOG.items():
+            if spec.target == target:
+                return spec
+    raise TypeError(f"{cls.__module__}:{cls.__qualname__} is not a declared adaptation method: add a "
+                    "declare(...) statement naming it to its module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import global_sum, register
+from kerastl.adaptation.base import global_sum
 from kerastl.adaptation.catalog import ADVERSARIAL, Param, declare
 from kerastl.adaptation.dann import DANN
 
@@ -19,7 +19,6 @@ declare("cdan+e", "CDANE", "CDAN with entropy conditioning", **ADVERSARIAL,
                             "(the paper uses 1024 when features x classes > 4096)", 0, 65536))
 
 
-@register("cdan")
 class CDAN(DANN):
     """Conditional adversarial domain adaptation (Long et al., NeurIPS 2018).
 
@@ -62,7 +61,6 @@ class CDAN(DANN):
         return tf.concat([ws / global_sum(tf.reduce_sum(ws)), wt / global_sum(tf.reduce_sum(wt))], axis=0)
 
 
-@register("cdan+e")
 class CDANE(CDAN):
     """CDAN with entropy conditioning (Long et al., NeurIPS 2018)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, grl_lambda, register, weighted_mean
+from kerastl.adaptation.base import AdaptationModel, grl_lambda, weighted_mean
 from kerastl.adaptation.catalog import ADVERSARIAL, declare
 from kerastl.models.layers import GradientReversal
 
@@ -37,15 +37,13 @@ def domain_loss(d_logits, n_source, weights=None):
     return weighted_mean(loss, weights), acc
 
 
-@register("dann")
 class DANN(AdaptationModel):
     """Domain-adversarial training (Ganin & Lempitsky, ICML 2015; Ganin et al., JMLR 2016).
 
     A discriminator learns to tell source features from target features; the gradient
     reversal layer makes the feature extractor learn to fool it. Its coefficient follows
     lambda_p = 2 / (1 + exp(-gamma p)) - 1, scaled to `max_lambda`, where p is the
-    adaptation's progress (`AdaptationModel.ramp_progress`: the training progress, after
-    any source-only warm-up).
+    training progress.
     """
 
     def build_extra(self):
@@ -63,7 +61,7 @@ class DANN(AdaptationModel):
         return self.discriminator.trainable_variables
 
     def current_lambda(self):
-        return grl_lambda(self.ramp_progress, self.hp["gamma"], self.hp["max_lambda"])
+        return grl_lambda(self.progress, self.hp["gamma"], self.hp["max_lambda"])
 
     def sample_weights(self, p, n_source):
         return None

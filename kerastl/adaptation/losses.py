@@ -1,7 +1,7 @@
 """Loss helpers shared by several methods and by the base step (no method declared here).
 
 `global_batch` gathers a statistic's rows from every replica; `class_confusion` is MCC's
-loss, used by the `mcc` method and, through `adapt.mcc_weight`, added to any method.
+loss, used by the `mcc` method.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.base import AdaptationModel
 from kerastl.adaptation.catalog import Param, declare
 from kerastl.adaptation.losses import class_confusion, global_batch
 
@@ -12,7 +12,6 @@ declare("mcc", "MCC", "minimises the confusion between classes in the target's p
         temperature=Param(2.5, "the predictions are softened by this temperature first", 0.01, 100.0))
 
 
-@register("mcc")
 class MCC(AdaptationModel):
     """Minimum class confusion (Jin et al., ECCV 2020): a non-adversarial loss on the target's
     predictions alone that discourages the classifier from confusing classes on the target

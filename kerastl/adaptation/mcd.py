@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, Batch, split_rows, every_labelled, register
+from kerastl.adaptation.base import AdaptationModel, Batch, split_rows, every_labelled
 from kerastl.adaptation.catalog import Param, declare
 
 declare("mcd", "MCD", "two heads disagree on the target, features make them agree (Saito et al. 2018)",
@@ -16,7 +16,6 @@ def discrepancy(p1, p2):
     return tf.reduce_mean(tf.abs(p1 - p2))
 
 
-@register("mcd")
 class MCD(AdaptationModel):
     """Maximum classifier discrepancy (Saito et al., CVPR 2018).
 
@@ -55,10 +54,9 @@ class MCD(AdaptationModel):
         def labelled_ce(p):  # the source's labels and, semi-supervised, the labelled target's
             return self.cross_entropy(*every_labelled(ys, p[0], yl, p[2] if xl is not None else None))
 
-        def step_a():  # (A) features and both heads learn the labelled images (+ MCC on the target)
+        def step_a():  # (A) features and both heads learn the labelled images
             p1, p2 = heads(self.domain_features(xs, xt, xl))
-            confusion, _ = self.class_confusion_term(p1[1])
-            return labelled_ce(p1) + labelled_ce(p2) + confusion, None
+            return labelled_ce(p1) + labelled_ce(p2), None
 
         def step_b():  # (B) fixed features: heads learn the labelled images, disagree on the target
             p1, p2 = heads([tf.stop_gradient(f) for f in self.domain_features(xs, xt, xl)])
@@ -67,7 +65,7 @@ class MCD(AdaptationModel):
 
         def step_c():  # (C) features make the heads agree on the target
             p1, p2 = heads(self.domain_features(xs, xt, xl))
-            return self.adaptation_weight() * discrepancy(p1[1], p2[1]), None  # 0 during a warm-up
+            return self.adaptation_weight() * discrepancy(p1[1], p2[1]), None
 
         loss_a, _ = self.minimize(step_a, g_vars + f_vars)
         _, disc_b = self.minimize(step_b, f_vars)

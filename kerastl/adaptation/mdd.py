@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, grl_lambda, register
+from kerastl.adaptation.base import AdaptationModel, grl_lambda
 from kerastl.adaptation.catalog import ADVERSARIAL, Param, declare
 from kerastl.models.layers import GradientReversal
 
@@ -16,7 +16,6 @@ declare("mdd", "MDD", "margin disparity discrepancy with an adversarial head (Zh
         margin=Param(4.0, "the margin factor gamma of the disparity", 1.0, 100.0))
 
 
-@register("mdd")
 class MDD(AdaptationModel):
     """Margin disparity discrepancy (Zhang et al., ICML 2019).
 
@@ -43,7 +42,7 @@ class MDD(AdaptationModel):
         return self.adversary.trainable_variables
 
     def adaptation_loss(self, batch):
-        lam = grl_lambda(self.ramp_progress, self.hp["gamma"], self.hp["max_lambda"])
+        lam = grl_lambda(self.progress, self.hp["gamma"], self.hp["max_lambda"])
         self.grl.coefficient.assign(lam)
         logits = self.adversary(self.grl(tf.concat([batch.fs, batch.ft], axis=0)), training=True)
         n = tf.shape(batch.fs)[0]

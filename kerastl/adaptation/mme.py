@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.base import AdaptationModel
 from kerastl.adaptation.catalog import declare
 from kerastl.models.layers import GradientReversal
 
@@ -12,7 +12,6 @@ declare("mme", "MME", "the head maximises the target's prediction entropy, the f
         "(Saito et al. 2019; for a few target labels)")
 
 
-@register("mme")
 class MME(AdaptationModel):
     """Minimax entropy (Saito et al., ICCV 2019), made for semi-supervised adaptation.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.base import AdaptationModel
 from kerastl.adaptation.catalog import Param, declare
 from kerastl.adaptation.losses import global_batch
 
@@ -49,7 +49,6 @@ def mk_mmd(fs, ft, kernel_mul: float = 2.0, num_kernels: int = 5):
     return tf.reduce_mean(kss) + tf.reduce_mean(ktt) - 2.0 * tf.reduce_mean(kst)
 
 
-@register("deep_coral")
 class DeepCORAL(AdaptationModel):
     """Deep CORAL (Sun & Saenko, ECCV 2016 workshops): match feature covariances."""
 
@@ -59,7 +58,6 @@ class DeepCORAL(AdaptationModel):
         return coral(global_batch(batch.fs), global_batch(batch.ft)), {}
 
 
-@register("dan")
 class DAN(AdaptationModel):
     """Deep adaptation network (Long et al., ICML 2015): multi-kernel MMD on features
     and on the class probabilities."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.adaptation.base import AdaptationModel, register
+from kerastl.adaptation.base import AdaptationModel
 from kerastl.adaptation.catalog import Param, declare
 from kerastl.adaptation.losses import global_batch
-from kerastl.training.distribute import loss_scaled
-from kerastl.training.recipe import make_optimizer
+from kerastl.optimizers import make_optimizer
+from kerastl.replicas import loss_scaled
 
 declare("wdgrl", "WDGRL", "a Wasserstein critic with gradient penalty (Shen et al. 2018)",
         critic_steps=Param(5, "critic updates per step", 1, 100),
@@ -18,7 +18,6 @@ declare("wdgrl", "WDGRL", "a Wasserstein critic with gradient penalty (Shen et a
         hidden=Param(100, "units of the critic's hidden layer", 1, None))
 
 
-@register("wdgrl")
 class WDGRL(AdaptationModel):
     """Wasserstein distance guided representation learning (Shen et al., AAAI 2018).
 

@@ -32,8 +32,9 @@ def run(ctx: StageContext) -> StageResult:
     from kerastl.data.pipeline import build_dataset, resolve_cache, paired_dataset, steps_per_epoch
     from kerastl.evaluation.domain_gap import draw_embedding, features_of, proxy_a_distance
     from kerastl.models.factory import set_trainable
-    from kerastl.training.distribute import replicas
-    from kerastl.training.recipe import annealed_lr, budget, make_optimizer, resolve_bn
+    from kerastl.optimizers import make_optimizer
+    from kerastl.replicas import replicas
+    from kerastl.training.recipe import annealed_lr, budget, resolve_bn
     from kerastl.training.bn_stats import recalibrate_on_split
     from kerastl.training.selection import best_epoch_callback
     from kerastl.training.validation import choices, validators_callback
@@ -62,8 +63,7 @@ def run(ctx: StageContext) -> StageResult:
 
     model = build_method(ac.method, classifier, optimizer(ac.lr),
                          backbone_optimizer=optimizer(ac.lr * ac.backbone_lr_mult) if ac.backbone_lr_mult != 1.0 else None,
-                         weight=ac.weight, weight_ramp=ac.weight_ramp, mcc_weight=ac.mcc_weight, warmup=ac.warmup,
-                         label_smoothing=ac.label_smoothing,
+                         weight=ac.weight, weight_ramp=ac.weight_ramp, label_smoothing=ac.label_smoothing,
                          total_steps=total, bn_protocol=ac.bn_protocol,
                          jit_compile=cfg.train.jit_compile, **ac.params)
     for schedule in schedules:
@@ -130,7 +130,7 @@ def run(ctx: StageContext) -> StageResult:
     require_finite(ctx, f"lower adapt.lr (now {ac.lr}) or adapt.weight (now {ac.weight})")
     selected = (best.restore() if best else None) or epochs
     adabn = None
-    if ac.adabn or model.recalibrates_bn:
+    if model.recalibrates_bn:
         adabn = {"target_batches": recalibrate_on_split(classifier.features, tgt_train, size, batch, target.num_classes),
                  "target_images": len(tgt_train)}
         ctx.announce(f"== AdaBN: BatchNormalization statistics re-estimated on {len(tgt_train)} target images")
@@ -147,8 +147,6 @@ def run(ctx: StageContext) -> StageResult:
         "proxy_a_distance_after": proxy_a_distance(*after, seed=cfg.seed),
         "bn_protocol": ac.bn_protocol,
         "weight_ramp": ac.weight_ramp,
-        "mcc_weight": ac.mcc_weight,
-        "warmup": ac.warmup,
         "label_smoothing": ac.label_smoothing,
         "budget": {"epochs": epochs, "steps_per_epoch": steps, "steps": total},
         "labelled_target_images": len(tgt_labelled) if tgt_labelled is not None else 0,

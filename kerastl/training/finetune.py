@@ -88,8 +88,9 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
     from kerastl.data.pipeline import build_dataset, resolve_cache, class_weights, steps_per_epoch
     from kerastl.evaluation.domain_gap import features_of
     from kerastl.models.factory import set_trainable
-    from kerastl.training.distribute import replicas
-    from kerastl.training.recipe import make_optimizer, make_schedule, resolve_bn
+    from kerastl.replicas import replicas
+    from kerastl.optimizers import make_optimizer
+    from kerastl.training.recipe import make_schedule, resolve_bn
 
     cfg, classifier = ctx.cfg, ctx.classifier
     on_source = phase.stage == "pretrain"
@@ -177,7 +178,7 @@ def frozen_features_apply(cfg, classifier, phase: Phase, augmenter) -> bool:
     run is on one device (distributed runs keep the image pipeline)."""
     import keras
 
-    from kerastl.training.distribute import replicas
+    from kerastl.replicas import replicas
 
     if not (cfg.train.cache_features and phase.policy == "frozen" and augmenter is None and replicas() == 1):
         return False

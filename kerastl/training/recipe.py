@@ -20,24 +20,6 @@ def resolve_bn(cfg, stage: str) -> str:
     return "frozen" if pretrained else "train"
 
 
-def make_optimizer(name: str, learning_rate, weight_decay: float | None = None):
-    """`sgd` (Nesterov momentum 0.9), `adam` or `adamw`, with decoupled weight decay.
-
-    weight_decay None: none for sgd and adam, Keras' 0.004 for adamw; 0: none. Keras'
-    optimizers, each variable's update done by one fused TensorFlow kernel (see `fused`).
-    """
-    from kerastl.training import fused
-
-    wd = weight_decay or None  # Keras' None: no decay op at all
-    if name == "sgd":
-        return fused.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=wd)
-    if name == "adamw":
-        return fused.AdamW(learning_rate, weight_decay=0.004 if weight_decay is None else weight_decay)
-    if name == "adam":
-        return fused.Adam(learning_rate, weight_decay=wd)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
 def make_schedule(lr: float, steps: int, warmup_steps: int):
     """Linear warmup to `lr` over `warmup_steps`, then cosine decay to 0 at `steps`.
 

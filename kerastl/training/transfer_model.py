@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.training.distribute import apply_scaled, loss_scaled, replicas
+from kerastl.replicas import apply_scaled, loss_scaled, replicas
 
 
 class TransferModel(keras.Model):

@@ -73,3 +73,19 @@ class SGD(keras.optimizers.SGD):
             var=_handle(variable), accum=_handle(self.momentums[self._get_variable_index(variable)]),
             lr=tf.cast(learning_rate, dtype), grad=tf.cast(gradient, dtype), momentum=tf.cast(self.momentum, dtype),
             use_nesterov=bool(self.nesterov))
+
+
+def make_optimizer(name: str, learning_rate, weight_decay: float | None = None):
+    """`sgd` (Nesterov momentum 0.9), `adam` or `adamw`, with decoupled weight decay.
+
+    weight_decay None: none for sgd and adam, Keras' 0.004 for adamw; 0: none. Keras'
+    optimizers, each variable's update done by one fused TensorFlow kernel (below).
+    """
+    wd = weight_decay or None  # Keras' None: no decay op at all
+    if name == "sgd":
+        return SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=wd)
+    if name == "adamw":
+        return AdamW(learning_rate, weight_decay=0.004 if weight_decay is None else weight_decay)
+    if name == "adam":
+        return Adam(learning_rate, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}")
