@@ -27,7 +27,8 @@ def evaluate_run(run_path: str, data: str | None = None, split: str = "test", to
     """
     from kerastl.data.domain import load_domain
     from kerastl.data.pipeline import build_dataset
-    from kerastl.evaluation.metrics import full_report, predict_split
+    from kerastl.evaluation.metrics import full_report
+    from kerastl.models.inference import predict_split
 
     run = runs.require_run(run_path, need=(runs.MODEL, runs.CONFIG, runs.LABELS))
     cfg = runs.read_config(run)

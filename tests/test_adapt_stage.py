@@ -46,7 +46,8 @@ def test_adapted_run_reports_method_selection_and_domain_distance(adapted_run):
     assert info["selection"] == {"criterion": "source_val", "epoch": best + 1, "score": val[best]}
     assert metrics["source_val"]["accuracy"] == pytest.approx(val[best], abs=1e-6)
     assert len(set(val)) > 1  # epochs differ, so picking the first or last would be caught
-    assert (run / "embedding.png").stat().st_size > 1000
+    assert 0.0 <= info["proxy_a_distance_before"] <= 2.0 and 0.0 <= info["proxy_a_distance_after"] <= 2.0
+    assert (run / "features_before.npz").exists()  # what report.html's feature picture draws "before" from
     header = (run / "history.csv").read_text().splitlines()[0].split(",")
     for column in ("cls_loss", "adapt_loss", "source_accuracy", "target_accuracy",
                    "domain_accuracy", "lambda", "val_accuracy", "target_test_accuracy",

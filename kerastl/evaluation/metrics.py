@@ -6,20 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, integer labels) of a batched (x, one-hot y) dataset."""
-    from kerastl.models.inference import infer
-
-    probs, labels = [], []
-    for batch in dataset:
-        x, y = batch[0], batch[1]
-        probs.append(np.asarray(infer(model, x)))
-        labels.append(np.argmax(np.asarray(y), axis=-1))
-    if not probs:
-        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
-    return np.concatenate(probs), np.concatenate(labels)
-
-
 def summary_metrics(probs: np.ndarray, labels: np.ndarray, top_k: int = 3) -> dict:
     """accuracy, loss (cross-entropy), top-k accuracy and the number of examples."""
     n, k = probs.shape

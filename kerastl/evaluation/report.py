@@ -82,15 +82,11 @@ def class_counts(domain) -> dict:
 def predictions(model, split, batch: int, num_classes: int):
     """(uint8 images, probabilities, labels) of a split."""
     from kerastl.data.pipeline import build_dataset
-    from kerastl.models.inference import infer
+    from kerastl.models.inference import over_dataset
 
     size = int(model.input_shape[1])
-    images, probs, labels = [], [], []
-    for x, y in build_dataset(split, size, batch, num_classes, cache=False):
-        images.append(np.clip(np.asarray(x), 0, 255).astype(np.uint8))
-        probs.append(np.asarray(infer(model, x)))
-        labels.append(np.argmax(np.asarray(y), axis=1))
-    return np.concatenate(images), np.concatenate(probs), np.concatenate(labels)
+    result = over_dataset(build_dataset(split, size, batch, num_classes, cache=False), model, keep_images=True)
+    return result["images"], result["outputs"], result["labels"]
 
 
 def calibration(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict:

@@ -29,17 +29,37 @@ def infer(model, x):
     return fn(x)
 
 
-def outputs(dataset, features_model, head=None):
-    """(features, class probabilities or None, labels) over every batch of an evaluation
-    dataset of (image, one-hot label) batches: `features_model`'s outputs and, with
-    `head`, the head's on them, as float32 arrays in the dataset's order."""
+def over_dataset(dataset, model, head=None, keep_images: bool = False) -> dict:
+    """One pass over a dataset of (image, one-hot label) batches, in its order: the arrays
+    `outputs` (`model`'s, float32), `head` (the head's on those outputs, when given),
+    `labels` (integers) and `images` (uint8, with `keep_images`). Every loop that predicts
+    over a split is this one."""
     import numpy as np
 
-    feats, probs, labels = [], [], []
-    for x, y in dataset:
-        f = infer(features_model, x)
-        feats.append(np.asarray(f, np.float32))
+    parts = {"outputs": [], "head": [], "labels": [], "images": []}
+    for batch in dataset:
+        x, y = batch[0], batch[1]
+        out = infer(model, x)
+        parts["outputs"].append(np.asarray(out, np.float32))
         if head is not None:
-            probs.append(np.asarray(infer(head, f), np.float32))
-        labels.append(np.argmax(np.asarray(y), axis=1))
-    return np.concatenate(feats), (np.concatenate(probs) if head is not None else None), np.concatenate(labels)
+            parts["head"].append(np.asarray(infer(head, out), np.float32))
+        parts["labels"].append(np.argmax(np.asarray(y), axis=-1))
+        if keep_images:
+            parts["images"].append(np.clip(np.asarray(x), 0, 255).astype(np.uint8))
+    if not parts["outputs"]:
+        return {"outputs": np.zeros((0, 0), np.float32), "head": None, "labels": np.zeros((0,), np.int64),
+                "images": None}
+    return {name: np.concatenate(arrays) if arrays else None for name, arrays in parts.items()}
+
+
+def predict_split(model, dataset):
+    """(probabilities, integer labels) of a classifier over a dataset of (image, one-hot) batches."""
+    result = over_dataset(dataset, model)
+    return result["outputs"], result["labels"]
+
+
+def outputs(dataset, features_model, head=None):
+    """(features, class probabilities or None, labels) of `features_model` and, with `head`,
+    of the head on those features."""
+    result = over_dataset(dataset, features_model, head)
+    return result["outputs"], result["head"], result["labels"]

@@ -30,7 +30,7 @@ def run(ctx: StageContext) -> StageResult:
 
     from kerastl.adaptation import build_method
     from kerastl.data.pipeline import build_dataset, resolve_cache, paired_dataset, steps_per_epoch
-    from kerastl.evaluation.domain_gap import draw_embedding, features_of, proxy_a_distance
+    from kerastl.evaluation.domain_gap import features_of, proxy_a_distance
     from kerastl.models.factory import set_trainable
     from kerastl.optimizers import make_optimizer
     from kerastl.replicas import replicas
@@ -153,14 +153,9 @@ def run(ctx: StageContext) -> StageResult:
     }
     if adabn is not None:
         report["adabn"] = adabn
-    panels = []
-    if before_path.exists():
+    if before_path.exists():  # (report.html pictures both, from this file and the saved model)
         with np.load(before_path) as f:
-            before = (f["source"], f["target"])
-        report["proxy_a_distance_before"] = proxy_a_distance(*before, seed=cfg.seed)
-        panels.append((f"before: PAD {report['proxy_a_distance_before']:.2f}", *before))
-    panels.append((f"after {ac.method}: PAD {report['proxy_a_distance_after']:.2f}", *after))
-    draw_embedding(ctx.run_dir / "embedding.png", panels)
+            report["proxy_a_distance_before"] = proxy_a_distance(f["source"], f["target"], seed=cfg.seed)
 
     return StageResult(
         trained=f"adapt ({ac.method}) {source.name} ({len(src_train)} labelled) -> {target_text}",
@@ -168,7 +163,7 @@ def run(ctx: StageContext) -> StageResult:
         lines=[f"  adapted  {ac.method}; kept epoch {selected} by {selection}"
                + (f"; AdaBN on {adabn['target_images']} target images" if adabn else "") + "; proxy A-distance "
                f"{report.get('proxy_a_distance_before', float('nan')):.2f} -> "
-               f"{report['proxy_a_distance_after']:.2f} (embedding.png)"],
+               f"{report['proxy_a_distance_after']:.2f}"],
     )
 
 

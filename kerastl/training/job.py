@@ -262,7 +262,8 @@ def _check_classes(source, target):
 def evaluate_splits(model, domains: dict, size: int, batch_size: int, top_k: int) -> dict:
     """metrics.json content: {source_val, target_val, target_test} -> summary metrics."""
     from kerastl.data.pipeline import build_dataset
-    from kerastl.evaluation.metrics import predict_split, summary_metrics
+    from kerastl.evaluation.metrics import summary_metrics
+    from kerastl.models.inference import predict_split
 
     out = {}
     for name, (domain, split_name) in domains.items():
