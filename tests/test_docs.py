@@ -12,7 +12,6 @@ import typing
 from pathlib import Path
 
 import click
-import pytest
 import yaml
 
 from kerastl.cli import main

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from kerastl.adaptation.base import AdaptationModel
 from kerastl.adaptation.catalog import Param, declare
 from kerastl.adaptation.losses import class_confusion, global_batch

@@ -88,7 +88,8 @@ def compare_html(run_dirs: list[Path], rows: list[dict]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kerastl.evaluation.report import CSS, png_uri, read_history
+    from kerastl.evaluation.plots import png_uri
+    from kerastl.evaluation.report import CSS, read_history
 
     histories = {run.name: read_history(run) for run in run_dirs}
     figures = []

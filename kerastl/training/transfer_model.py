@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from kerastl.replicas import apply_scaled, loss_scaled, replicas
 
