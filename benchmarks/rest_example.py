@@ -1,4 +1,4 @@
-"""The README's TF Serving REST example: request and response for one digit, from a run.
+"""The shipping guide's TF Serving REST example: request and response for one digit, from a run.
 
 Exports RUN (the default config's run) to a SavedModel, builds the REST request body for
 scikit-learn's handwritten digit 1794 (an 8) as an 8x8 greyscale PNG, and applies TF

@@ -6,10 +6,9 @@ with the machine's details. Rows compare things measured side by side in one pro
 (ratios of medians): this machine is shared and noisy.
 
     python benchmarks/run_all.py --quick   # about 9 minutes on 2 cores: one seed, fewer steps
-    python benchmarks/run_all.py           # the README's table: 3 seeds of the default job
+    python benchmarks/run_all.py           # the full table: 3 seeds of the default job
 
-Rows not built yet are listed with their goal and `not measured`, so the table always shows
-the whole issue.
+Each row's measurement is its own script in benchmarks/perf/ (run one alone to look at it).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,26 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import machine_info
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-ROWS_SCRIPT = ROOT / "benchmarks" / "perf_rows.py"
+ROWS = ROOT / "benchmarks" / "perf"  # one script per row
 BASELINE_ACCURACY = 0.939  # the default job's target test accuracy before this work (3 seeds)
-
-
-def machine() -> dict:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import importlib.metadata as md
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-            "tensorflow": md.version("tensorflow"), "keras": md.version("keras"),
-            "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def row(name, goal, measured, met, detail=None):
@@ -52,7 +36,7 @@ def row(name, goal, measured, met, detail=None):
 
 
 def perf_row(name: str, quick: bool, env=None) -> dict:
-    cmd = [sys.executable, str(ROWS_SCRIPT), name] + (["--quick"] if quick else [])
+    cmd = [sys.executable, str(ROWS / f"{name}.py")] + (["--quick"] if quick else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **(env or {})), cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
@@ -230,7 +214,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="one seed and fewer steps (about 9 minutes)")
     parser.add_argument("--only", nargs="*", help="row functions to run: default_job step adaptation hardware tflite scaling frozen naive peer jpeg")
     args = parser.parse_args()
-    info = machine()
+    info = machine_info()
     started = time.perf_counter()
     runners = {"default_job": lambda: [default_job(args.quick)], "step": lambda: step_rows(args.quick),
                "adaptation": lambda: [adaptation_row(args.quick)], "hardware": lambda: [hardware_row(args.quick)],
