@@ -119,3 +119,14 @@ def test_every_command_shown_exists_with_its_options():
                 assert word.split("=")[0] in known | {"-h", "--help"}, f"{page.name}: {line!r}: {word} unknown"
         checked += 1
     assert checked >= 30
+
+
+def test_the_results_index_lists_exactly_the_results():
+    results = ROOT / "benchmarks" / "results"
+    index = yaml.safe_load((results / "index.yaml").read_text())
+    tables = [e["file"] for e in index["tables"]]
+    expected = set(tables) | {t.replace(".md", ".json") for t in tables} | set(index["data"]) | {"index.yaml"}
+    assert {p.name for p in results.iterdir()} == expected
+    for entry in index["tables"]:
+        script = entry["command"].split()[1]
+        assert (ROOT / script).is_file(), entry
