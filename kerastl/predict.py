@@ -37,6 +37,10 @@ def evaluate_run(run_path: str, data: str | None = None, split: str = "test", to
     if data:
         data_cfg = dataclasses.replace(data_cfg, dataset=data, labels_per_class=None)
     domain = load_domain(data_cfg, cfg.seed, "--data" if data else "target")
+    if not domain.labelled:
+        raise DataError(f"{'--data ' if data else 'the run target '}{domain.name}: its images have no labels "
+                        "(no class sub-folders), so there is nothing to score; give --data a folder with one "
+                        "sub-folder per class (kerastl predict shows the model's labels for unlabelled images)")
     if domain.class_names != labels:
         raise DataError(
             f"--data {domain.name}: its classes {domain.class_names[:10]} differ from the "

@@ -42,9 +42,29 @@ def test_the_photo_templates_train_on_a_folder(tmp_path):
                       "train.finetune.warmup_epochs=0"], tmp_path / "ft")
     assert metrics["target_test"]["num_examples"] == 4
 
+    # The adaptation template's target: a folder of images without labels (no class folders).
     source = make_image_folder(tmp_path / "source", per_class=10, seed=1)
-    target = make_image_folder(tmp_path / "target", per_class=10, seed=2)
+    labelled_target = make_image_folder(tmp_path / "labelled_target", per_class=10, seed=2)
+    target = tmp_path / "target"
+    target.mkdir()
+    for image in sorted(labelled_target.rglob("*.png")):
+        image.rename(target / image.name)
+    out = tmp_path / "adapt"
     metrics = _train("photos_adapt.yaml",
                      [f"source.dataset={source}", f"target.dataset={target}", "adapt.epochs=2",
-                      "adapt.steps_per_epoch=2"], tmp_path / "adapt")
-    assert metrics["adaptation"]["method"] == "dann" and metrics["target_test"]["num_examples"] == 6
+                      "adapt.steps_per_epoch=2", "train.report=true"], out)
+    assert metrics["adaptation"]["method"] == "dann"
+    assert metrics["adaptation"]["selection"]["criterion"] == "im"  # label-free, on held-back target images
+    assert "target_test" not in metrics and "target_val" not in metrics  # nothing to score without labels
+    assert (out / "labels.txt").read_text().split() == ["cat", "dog"]  # the source's classes
+    assert "(no label)" in (out / "report.html").read_text()
+
+    cli = CliRunner()
+    result = cli.invoke(main, ["evaluate", str(out)])
+    assert result.exit_code == 2 and "its images have no labels" in result.output
+    result = cli.invoke(main, ["predict", str(out), str(target)])
+    assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 20
+    # Without an adapt section, images without labels cannot be trained on.
+    result = cli.invoke(main, ["train", str(CONFIGS / "photos_finetune.yaml"), "--set", f"target.dataset={target}",
+                               "--set", "model.weights=none"])
+    assert result.exit_code == 2 and "can only be the target of adaptation" in result.output

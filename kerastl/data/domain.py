@@ -34,6 +34,13 @@ def load_domain(cfg, seed: int, origin: str) -> DomainData:
     load, argument = _find_source(name)
     data = load(argument, cfg, seed, origin)
     class_names, splits = data.class_names, data.splits
+    if not data.labelled:
+        if cfg.labels_per_class:
+            raise DataError(f"{origin}.labels_per_class: {name!r} has no labels (no class sub-folders); "
+                            "remove labels_per_class or give the folder class sub-folders")
+        if "train" not in splits:
+            raise DataError(f"{origin}.dataset: {name!r} has no training images")
+        return DomainData(name=name, class_names=[], splits=splits, skipped=data.skipped, labelled=False)
     if len(class_names) < 2:
         raise DataError(
             f"{origin}.dataset: {name!r} has {len(class_names)} class ({class_names}); "

@@ -2,6 +2,8 @@
 
     root/train/<class>/*.jpg, root/test/<class>/*.jpg [, root/val/<class>/*.jpg]
     root/<class>/*.jpg                      (split by val_fraction / test_fraction)
+    root/*.jpg                              (no labels: an adaptation target; val_fraction
+                                             held back for the label-free selection)
 
 Every file is checked once up front: a file that does not decode is left out, counted and
 reported, so that training never dies mid-epoch on it and never skips it silently. Plain
@@ -58,7 +60,9 @@ def folder_splits(root: str, cfg, seed: int, origin: str) -> SourceData:
     if not folder.is_dir():
         hint = " (built-in datasets: syndigits, digits; TFDS: tfds:NAME)"
         raise DataError(f"{origin}.dataset: {root!r} is not a folder{hint}")
-    subdirs = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+    subdirs = {p.name.lower(): p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if not subdirs and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir() if p.is_file()):
+        return _unlabelled(folder, cfg, seed)
     split_layout = "train" in subdirs and set(subdirs) <= set(SPLIT_DIRS)
     raw: dict[str, tuple[list[str], np.ndarray]] = {}
     in_graph: dict[str, bool] = {}
@@ -108,3 +112,18 @@ def folder_splits(root: str, cfg, seed: int, origin: str) -> SourceData:
     splits = {k: Split(labels=l, paths=p, in_graph=np.array([in_graph[x] for x in p], bool))
               for k, (p, l) in raw.items() if len(l)}
     return SourceData(class_names, splits, skipped)
+
+
+def _unlabelled(folder: Path, cfg, seed: int) -> SourceData:
+    """Images without class folders: every label -1, `val_fraction` held back (at random)
+    for the label-free validators, no test split (nothing could score it)."""
+    paths = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    checked = inspect_images(paths)
+    skipped = [(p, reason) for p, (reason, _) in zip(paths, checked) if reason is not None]
+    kept = [(p, fast) for p, (reason, fast) in zip(paths, checked) if reason is None]
+    labels = np.full(len(kept), -1, np.int32)
+    idx = split_indices(labels, cfg.val_fraction, 0.0, seed)
+    splits = {name: Split(labels=labels[index], paths=[kept[i][0] for i in index],
+                          in_graph=np.array([kept[i][1] for i in index], bool))
+              for name, index in idx.items() if len(index)}
+    return SourceData([], splits, skipped, labelled=False)

@@ -65,6 +65,9 @@ class SourceData:
     class_names: list[str]
     splits: dict[str, Split]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # False: images without labels (every label -1), e.g. a folder of target images for
+    # adaptation; they have no class names of their own.
+    labelled: bool = True
 
 
 @dataclass
@@ -74,6 +77,9 @@ class DomainData:
     splits: dict[str, Split]
     # (path, reason) of every file that could not be decoded and was left out.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # False: no labels (every label -1; one-hot all zeros): a target for adaptation only,
+    # with the source's class names.
+    labelled: bool = True
 
     @property
     def num_classes(self) -> int:

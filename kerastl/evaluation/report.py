@@ -63,7 +63,10 @@ def class_counts(domain) -> dict:
     for name, split in domain.splits.items():
         if name == "pool":
             continue
-        out[name] = np.bincount(np.asarray(split.labels, int), minlength=domain.num_classes).tolist()
+        labels = np.asarray(split.labels, int)
+        # Images without labels (an unlabelled adaptation target) are counted in no class.
+        out[name] = np.bincount(labels[labels >= 0], minlength=domain.num_classes).tolist() + \
+            ([int(np.sum(labels < 0))] if not getattr(domain, "labelled", True) else [])
     return out
 
 
@@ -143,6 +146,8 @@ def build_html(run: Path, *, config_text: str, metrics: dict, history: list[dict
         splits = info["splits"]
         header = ["class", *splits]
         rows = [[name, *(splits[s][c] for s in splits)] for c, name in enumerate(class_names)]
+        if any(len(counts) > len(class_names) for counts in splits.values()):
+            rows.append(["(no label)", *(counts[-1] for counts in splits.values())])
         rows.append(["all", *(sum(splits[s]) for s in splits)])
         parts.append(f"<h3>{html.escape(domain)}: {html.escape(info['name'])}</h3>" + _table(header, rows))
     skipped = skipped or []

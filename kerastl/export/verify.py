@@ -41,11 +41,13 @@ def run_images(run: Path, size: int, split: str = "test", max_images: int | None
     part = domain.splits[split]
     if max_images is not None and len(part) > max_images:
         part = part.subset(np.random.default_rng(cfg.seed).permutation(len(part))[:max_images])
-    ds = build_dataset(part, size, 64, domain.num_classes, cache=False)
+    # An unlabelled adaptation target: the run's classes, every label -1 (no accuracy).
+    labelled = getattr(domain, "labelled", True)
+    ds = build_dataset(part, size, 64, domain.num_classes if labelled else len(runs.read_labels(run)), cache=False)
     xs, ys = [], []
     for x, y in ds:
         xs.append(x.numpy())
-        ys.append(np.argmax(y.numpy(), axis=1))
+        ys.append(np.argmax(y.numpy(), axis=1) if labelled else np.full(len(x), -1))
     return CheckImages(np.concatenate(xs), np.concatenate(ys), f"{domain.name}:{split}")
 
 
@@ -83,7 +85,7 @@ def compare(artifact, reference_probs: np.ndarray | None, data: CheckImages, lat
         "file": str(artifact.path),
         "size_mb": round(artifact.size_bytes / 2**20, 3),
         "agreement": None if reference_probs is None else float(np.mean(top == reference_probs.argmax(axis=1))),
-        "accuracy": float(np.mean(top == data.labels)),
+        "accuracy": float(np.mean(top == data.labels)) if np.all(data.labels >= 0) else None,
         "max_score_diff": None if reference_probs is None else float(np.max(np.abs(probs - reference_probs))),
         "latency_ms": round(artifact.latency_ms(data.images, latency_images), 3) if latency_images else None,
         "images": data.source + f" ({len(data.labels)})",
@@ -110,8 +112,9 @@ def format_rows(rows: list[dict]) -> str:
         agreement = "reference" if r["agreement"] is None else f"{r['agreement']:.4f}"
         diff = "-" if r["max_score_diff"] is None else f"{r['max_score_diff']:.2g}"
         latency = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}"
+        accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"  # None: images without labels
         lines.append(f"{r['format']:<12}{name:<28}{r['size_mb']:>9.3f}{agreement:>11}"
-                     f"{r['accuracy']:>10.4f}{diff:>10}{latency:>10}")
+                     f"{accuracy:>10}{diff:>10}{latency:>10}")
         if r.get("calibration"):
             lines.append(f"{'':<12}int8 calibrated on {r['calibration']}")
     return "\n".join(lines)

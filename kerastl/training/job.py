@@ -119,8 +119,7 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
                       "target": build_augmenter(cfg.target.augment, "target")}
         target = load_domain(cfg.target, cfg.seed, "target")
         source = load_domain(cfg.source, cfg.seed, "source") if cfg.source is not None else None
-        if source is not None:
-            _check_classes(source, target)
+        target = _check_classes(cfg, source, target)
 
         # === Run inputs ===
         skipped = (source.skipped if source else []) + target.skipped
@@ -188,6 +187,9 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         if split in ("adaptation", "distribute"):
             continue
         lines.append(f"  {split:<12} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  (n={m['num_examples']})")
+    if not target.labelled:
+        lines.append(f"  target       {sum(len(s) for s in target.splits.values())} images without labels: "
+                     "no target accuracy to report (see report.html and kerastl predict)")
     warning = chance_warning(history, metrics, target.num_classes)
     if warning:
         log.warning(warning)
@@ -247,8 +249,18 @@ def _write_report(cfg, run_dir, model, source, target):
         return None
 
 
-def _check_classes(source, target):
-    if source.class_names != target.class_names:
+def _check_classes(cfg, source, target):
+    """The target, with the source's class names when it has no labels of its own (an
+    adaptation target); a DataError when the two domains' classes differ."""
+    if not target.labelled:
+        if cfg.adapt is None or source is None:
+            raise DataError(f"target.dataset: {target.name!r} holds images without class sub-folders, so without "
+                            "labels: that can only be the target of adaptation (a source section and an adapt "
+                            "section); to fine-tune, put the images in one sub-folder per class")
+        log.info("target %s: %d images without labels; the source's %d classes", target.name,
+                 sum(len(s) for s in target.splits.values()), source.num_classes)
+        return dataclasses.replace(target, class_names=list(source.class_names))
+    if source is not None and source.class_names != target.class_names:
         s, t = source.class_names, target.class_names
         raise DataError(
             f"source and target classes differ: source.dataset {source.name!r} has "
@@ -257,6 +269,7 @@ def _check_classes(source, target):
             f"(only in source: {sorted(set(s) - set(t))[:10]}, only in target: "
             f"{sorted(set(t) - set(s))[:10]})"
         )
+    return target
 
 
 def evaluate_splits(model, domains: dict, size: int, batch_size: int, top_k: int) -> dict:
@@ -268,7 +281,7 @@ def evaluate_splits(model, domains: dict, size: int, batch_size: int, top_k: int
     out = {}
     for name, (domain, split_name) in domains.items():
         split = domain.splits.get(split_name)
-        if split is None or len(split) == 0:
+        if split is None or len(split) == 0 or not domain.labelled:  # no labels: nothing to score
             continue
         ds = build_dataset(split, size, batch_size, domain.num_classes, cache=False)
         probs, labels = predict_split(model, ds)
