@@ -202,6 +202,7 @@ def benchmarks_page() -> str:
         # The tables' own headings sit one level below this page's.
         body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
         parts += [f"## {entry['title']}",
-                  f"{entry['about']}\n\nReproduce: `{entry['command']}` (writes `benchmarks/results/{entry['file']}`).",
+                  f"{entry['about']}\n\nMeasured {entry['measured']}. Reproduce: `{entry['command']}` "
+                  f"(writes `benchmarks/results/{entry['file']}`).",
                   body.strip()]
     return "\n\n".join(parts) + "\n"
