@@ -52,8 +52,8 @@ class _Compiled:
     """A phase's compiled model, kept for the next phase when that one trains the same
     variables with the same kind of optimizer and loss: the next phase then resets the
     optimizers to their initial state and the schedules to its own numbers, and Keras'
-    traced train and validation steps serve again instead of being traced anew. The weights come out bit for bit as with a fresh
-    model and optimizers (tested)."""
+    traced train and validation steps serve again instead of being traced anew. The weights
+    come out bit for bit as with a fresh model and optimizers (tested)."""
 
     key: tuple
     model: object

@@ -191,8 +191,7 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         lines.append(f"  target       {sum(len(s) for s in target.splits.values())} images without labels: "
                      "no target accuracy to report (see report.html and kerastl predict)")
     warning = chance_warning(history, metrics, target.num_classes)
-    if warning:
-        log.warning(warning)
+    if warning:  # in the summary, which shows even with --quiet
         lines.append(f"  warning  {warning}")
     if skipped:
         lines.append(f"  skipped  {len(skipped)} undecodable file(s): {run_dir / runs.SKIPPED}")
