@@ -340,3 +340,23 @@ def test_tfds_image_folder(tmp_path):
 def test_tfds_unknown_dataset_is_a_clear_error():
     with pytest.raises(DataError, match="tfds:no_such_dataset_xyz"):
         load_domain(DataConfig(dataset="tfds:no_such_dataset_xyz"), 0, "target")
+
+
+def test_the_shifted_digit_domains_keep_the_labels_and_change_the_images():
+    from kerastl.data.shifted import blend_into_texture, degrade
+
+    digits, labels = load_sklearn_digits()
+    m = load_domain(DataConfig(dataset="digits-m", val_fraction=0.0, test_fraction=0.0), seed=0, origin="target")
+    assert m.class_names == [str(i) for i in range(10)] and m.splits["train"].images.shape == (1797, 32, 32, 3)
+    np.testing.assert_array_equal(m.splits["train"].labels, labels)  # the same digits, in order
+    colour = m.splits["train"].images.astype(float)
+    assert np.abs(colour[..., 0] - colour[..., 1]).mean() > 5  # colour, not grey
+    first = blend_into_texture(digits[:20])
+    np.testing.assert_array_equal(first, blend_into_texture(digits[:20]))  # the same every time
+    assert not np.array_equal(first, blend_into_texture(digits[:20], seed=1))
+
+    strokes = render_syndigits(20, seed=3)[0]
+    low = degrade(strokes)
+    assert low.shape == (20, 32, 32, 3) and np.array_equal(low[..., 0], low[..., 2])  # grey
+    assert low.std(axis=(1, 2, 3)).mean() < strokes.std(axis=(1, 2, 3)).mean() / 2  # contrast compressed
+    assert np.array_equal(low, degrade(strokes))

@@ -14,7 +14,7 @@ import importlib
 from kerastl.data.splits import SOURCES, DomainData, take_per_class
 from kerastl.errors import DataError
 
-_SOURCE_MODULES = ("kerastl.data.builtin", "kerastl.data.tfds_source", "kerastl.data.folder")
+_SOURCE_MODULES = ("kerastl.data.builtin", "kerastl.data.shifted", "kerastl.data.tfds_source", "kerastl.data.folder")
 
 
 def _find_source(dataset: str):
