@@ -43,8 +43,9 @@ def default_config_path() -> Path:
 class DataConfig:
     """One domain's data (the `source` or the `target` section)."""
 
-    # A folder of class sub-folders, `tfds:NAME`, `syndigits` or `digits`; a folder of images
-    # without sub-folders has no labels: it can only be the target of adaptation.
+    # A folder of class sub-folders, `tfds:NAME`, or a built-in domain: `syndigits`, `digits`,
+    # `digits-m`, `syndigits-lowres`. A folder of images without sub-folders has no labels: it
+    # can only be the target of adaptation.
     dataset: str = "digits"
     # TFDS `data_dir`; for `tfds:image_folder`, the folder `tfds.ImageFolder` reads.
     data_dir: Optional[str] = None
