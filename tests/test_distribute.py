@@ -324,3 +324,24 @@ def test_the_multi_worker_build_pulls_no_batch_when_the_model_is_built():
     assert batches.pulled == 1 and nothing_to_build(model)
     maybe_symbolic_build(model, iterator=batches)
     assert batches.pulled == 1
+
+
+def test_multi_worker_coordination_is_patient_with_busy_workers():
+    """The strategy's coordination service gets kerastl's heartbeat timeout (TensorFlow's 10 s
+    default aborted two healthy workers on 2 busy cores)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": [f"localhost:{port}"]},
+                                                 "task": {"type": "worker", "index": 0}}))
+    code = ("import json; from kerastl.config import DistributeConfig; "
+            "from kerastl.training.distribute import HEARTBEAT_TIMEOUT_S, make_strategy; "
+            "from tensorflow.python.eager import context; make_strategy(DistributeConfig(strategy='multi_worker')); "
+            "c = context.context().coordination_service; "
+            "print(json.dumps([c.heartbeat_timeout_in_ms, HEARTBEAT_TIMEOUT_S, c.service_type]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    timeout_ms, seconds, kind = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert timeout_ms == seconds * 1000 and seconds >= 60 and kind == "standalone"

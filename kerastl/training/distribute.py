@@ -109,6 +109,7 @@ def make_strategy(dc):
         from kerastl.training.keras_workarounds import patch_multi_worker_fit
 
         patch_multi_worker_fit()
+        _patient_coordination()
         options = tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation.RING)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
@@ -133,6 +134,40 @@ def make_strategy(dc):
             raise KerastlError(f"distribute.strategy: tpu: no TPU reachable at {dc.tpu or '(local)'!r}: {err}") from err
         return tf.distribute.TPUStrategy(resolver)
     raise ConfigError(f"distribute.strategy: {dc.strategy!r} is not known")
+
+
+# Seconds without a heartbeat after which TensorFlow's coordination service declares a worker
+# dead and aborts the job. Its default, 10 s, is missed by a worker whose cores are shared with
+# more busy processes than there are cores (two workers and other work on 2 cores), and the job
+# then dies of a "heartbeat timeout" though every worker is alive.
+HEARTBEAT_TIMEOUT_S = 120
+
+
+def _patient_coordination():
+    """Configures the coordination service as MultiWorkerMirroredStrategy would (the same
+    leader and coordinated jobs) with a longer heartbeat timeout; the strategy then keeps this
+    configuration. TensorFlow has no public API for it (tensorflow.python.eager.context), so
+    when that moves, TensorFlow's own default stays and a warning says so."""
+    import tensorflow as tf
+
+    try:
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.eager import context
+    except ImportError as err:
+        log.warning("TensorFlow's heartbeat timeout stays at its default (%s moved): a worker on busy cores may "
+                    "be declared dead", err.name)
+        return
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    spec = resolver.cluster_spec()
+    ctx = context.context()
+    if resolver.task_type not in ("chief", "worker") or getattr(ctx, "coordination_service", None) is not None:
+        return
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker") if job in spec.jobs]
+    ctx.configure_coordination_service(service_type="standalone",
+                                       service_leader=multi_worker_util.coordination_leader(spec),
+                                       coordinated_jobs=jobs, heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000)
 
 
 def describe(strategy) -> dict:
