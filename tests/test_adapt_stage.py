@@ -100,7 +100,9 @@ def test_a_target_validator_without_held_back_target_images_is_a_clear_error(tra
 
     cfg = _adapt_config(trained_run.run_dir, epochs=1, steps_per_epoch=1, selection="dev")
     cfg["target"] = dict(cfg["target"], val_fraction=0.0)
-    with pytest.raises(KerastlError, match="adapt.selection: dev needs .* target.val_fraction above 0"):
+    with pytest.raises(KerastlError, match=r"adapt.selection: dev needs a source validation split and at least 2 "
+                                           r"held-back target images \(.*held-back target images: 0 "
+                                           r"\(target.val_fraction 0.0\)\)"):
         train(config_from_dict(cfg), out=str(tmp_path / "run"), quiet=True, echo=lambda s: None)
 
 

@@ -107,8 +107,12 @@ def run(ctx: StageContext) -> StageResult:
                     "(source.val_fraction is 0); keeping the last epoch", source.name)
         selection = "last (no source validation split)"
     elif selection not in ("source_val", "last") and validators is None:
-        raise KerastlError(f"adapt.selection: {selection} needs a source validation split and held-back "
-                           "target images: set source.val_fraction and target.val_fraction above 0")
+        have = (f"source validation images: {len(val_split) if val_split is not None else 0} "
+                f"(source.val_fraction {cfg.source.val_fraction}), held-back target images: "
+                f"{len(heldout) if heldout is not None else 0} (target.val_fraction {cfg.target.val_fraction})")
+        raise KerastlError(f"adapt.selection: {selection} needs a source validation split and at least 2 "
+                           f"held-back target images ({have}): raise the fractions, add images, or use "
+                           "adapt.selection: source_val or last")
 
     # === Train ===
     callbacks = [keras.callbacks.LambdaCallback(
