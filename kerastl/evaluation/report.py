@@ -66,7 +66,7 @@ def class_counts(domain) -> dict:
         labels = np.asarray(split.labels, int)
         # Images without labels (an unlabelled adaptation target) are counted in no class.
         out[name] = np.bincount(labels[labels >= 0], minlength=domain.num_classes).tolist() + \
-            ([int(np.sum(labels < 0))] if not getattr(domain, "labelled", True) else [])
+            ([int(np.sum(labels < 0))] if not domain.labelled else [])
     return out
 
 

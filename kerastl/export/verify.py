@@ -42,7 +42,7 @@ def run_images(run: Path, size: int, split: str = "test", max_images: int | None
     if max_images is not None and len(part) > max_images:
         part = part.subset(np.random.default_rng(cfg.seed).permutation(len(part))[:max_images])
     # An unlabelled adaptation target: the run's classes, every label -1 (no accuracy).
-    labelled = getattr(domain, "labelled", True)
+    labelled = domain.labelled
     ds = build_dataset(part, size, 64, domain.num_classes if labelled else len(runs.read_labels(run)), cache=False)
     xs, ys = [], []
     for x, y in ds:

@@ -72,10 +72,10 @@ def run(ctx: StageContext) -> StageResult:
         if phase.key not in ctx.done:
             compiled = _run_phase(ctx, index, phase, compiled)
     source, target = ctx.source, ctx.target
-    # The BN layers still trainable trained at least through the last phase.
-    last = phases[-1]
-    updates = last.epochs * steps_per_epoch(target.splits["train"], ctx.cfg.train.batch_size)
-    line = precise_bn(ctx, target.splits["train"], updates) if last.stage == "finetune" else None
+    # The BN layers still trainable trained at least through the last phase (a fine-tuning
+    # phase: fine-tuning always has one).
+    updates = phases[-1].epochs * steps_per_epoch(target.splits["train"], ctx.cfg.train.batch_size)
+    line = precise_bn(ctx, target.splits["train"], updates)
     return StageResult(
         trained=(f"pretrain on {source.name} ({len(source.splits['train'])} images), " if source else "")
         + f"finetune on {target.name} ({len(target.splits['train'])} images)",
