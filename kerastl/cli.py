@@ -13,6 +13,7 @@ import click
 from kerastl.errors import KerastlError
 from kerastl.export.convert import FORMATS as CONVERT_FORMATS
 from kerastl.native_logs import VERBOSE, import_tensorflow_quietly
+from kerastl.sweep.scoring import CRITERIA
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise to a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -118,6 +119,48 @@ def train(config, overrides, out, resume, quiet, workers):
     cfg = None if resume else load_config(config, overrides)
     import_tensorflow_quietly()
     run_train(cfg, out=out, resume=resume, quiet=quiet, echo=click.echo)
+
+
+@main.command()
+@click.argument("configs", metavar="CONFIG...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of every config, e.g. --set adapt.steps=3000. Repeatable.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="The sweep folder (default: saved_models/<first config's name>-sweep). Run the same command "
+                   "again to resume the sweep, or on another machine to join it.")
+@click.option("--trials", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Trials in the sweep: trial i runs config i mod (number of configs) with seed `seed + i`.")
+@click.option("--space", type=click.Path(dir_okay=False),
+              help="A YAML search space: config keys with {low, high[, log]} ranges, lists of values, or "
+                   "'declared' for a method parameter's declared range.")
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Trials at a time in this process; the cores are split between them.")
+@click.option("--storage", metavar="URL",
+              help="A database URL shared by several machines (e.g. postgresql://user:pass@host/db); "
+                   "default: a journal file in the sweep folder.")
+@click.option("--study", help="The study's name in --storage (default: the sweep folder's name).")
+@click.option("--criterion", default="im_agree", show_default=True, type=click.Choice(CRITERIA),
+              help="The label-free criterion that picks the trials (see the docs' sweep page).")
+@click.option("--ensemble", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many top trials (by --criterion) the shipped model is distilled from.")
+@click.option("--distill-steps", default=1500, show_default=True, type=click.IntRange(min=1),
+              help="Training steps of the distillation into one model.")
+@_user_errors
+def sweep(configs, overrides, out, trials, space, parallel, storage, study, criterion, ensemble, distill_steps):
+    """Adaptation trials over CONFIGs (one per method), seeds and a search space; a pick and
+    one model built without target labels.
+
+    Each trial is an ordinary `kerastl train` run in SWEEP/trials/. Every trial is scored by
+    label-free criteria on the same held-back target images; the top trials' averaged
+    predictions are distilled into SWEEP/model, a run directory that `kerastl export` and
+    `kerastl convert` take like any other. Killed and started again, the sweep keeps its
+    finished trials and resumes interrupted ones from their checkpoints.
+    """
+    from kerastl.sweep.runner import sweep as run_sweep
+
+    run_sweep(list(configs), list(overrides), out=out, trials=trials, space=space, parallel=parallel,
+              storage_url=storage, study_name=study, criterion=criterion, ensemble=ensemble,
+              distill_steps=distill_steps, echo=click.echo)
 
 
 @main.command()

@@ -256,12 +256,21 @@ class Config:
     name: str = "run"
     # Seeds everything random: splits, initial weights, batch order, augmentation, dropout.
     seed: int = 0
+    # Seeds only the data: which images fall in each split (and which are labelled, with
+    # labels_per_class). null: `seed`. A sweep fixes it so that every trial is scored and
+    # tested on the same images while `seed` varies the training.
+    split_seed: Optional[int] = None
     source: Optional[DataConfig] = None
     target: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adapt: Optional[AdaptConfig] = None
     distribute: DistributeConfig = field(default_factory=DistributeConfig)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the splits: `split_seed`, or `seed` when that is null."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

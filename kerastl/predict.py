@@ -36,7 +36,7 @@ def evaluate_run(run_path: str, data: str | None = None, split: str = "test", to
     data_cfg = cfg.target
     if data:
         data_cfg = dataclasses.replace(data_cfg, dataset=data, labels_per_class=None)
-    domain = load_domain(data_cfg, cfg.seed, "--data" if data else "target")
+    domain = load_domain(data_cfg, cfg.data_seed, "--data" if data else "target")
     if not domain.labelled:
         raise DataError(f"{'--data ' if data else 'the run target '}{domain.name}: its images have no labels "
                         "(no class sub-folders), so there is nothing to score; give --data a folder with one "

@@ -242,9 +242,9 @@ def write_report(run_dir, *, cfg=None, model=None, source=None, target=None) -> 
     cfg = cfg or runs.read_config(run)
     model = model or runs.load_model(run)
     if target is None:
-        target = load_domain(cfg.target, cfg.seed, "target")
+        target = load_domain(cfg.target, cfg.data_seed, "target")
         if cfg.source is not None:
-            source = load_domain(cfg.source, cfg.seed, "source")
+            source = load_domain(cfg.source, cfg.data_seed, "source")
     metrics = json.loads((run / runs.METRICS).read_text())
     data = {"target": {"name": target.name, "splits": class_counts(target)}}
     if source is not None:

@@ -67,7 +67,7 @@ def _domain(run: str, config_text: str, which: str):
     from kerastl.data.domain import load_domain
 
     cfg = runs.read_config(run)
-    return load_domain(cfg.target if which == "target" else cfg.source, cfg.seed, which)
+    return load_domain(cfg.target if which == "target" else cfg.source, cfg.data_seed, which)
 
 
 def compare(artifact, reference_probs: np.ndarray | None, data: CheckImages, latency_images: int = 50,

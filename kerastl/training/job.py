@@ -117,8 +117,8 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         # Augmenters first: a bad `augment` value fails here, not after a stage trained.
         augmenters = {"source": build_augmenter(cfg.source.augment, "source") if cfg.source else None,
                       "target": build_augmenter(cfg.target.augment, "target")}
-        target = load_domain(cfg.target, cfg.seed, "target")
-        source = load_domain(cfg.source, cfg.seed, "source") if cfg.source is not None else None
+        target = load_domain(cfg.target, cfg.data_seed, "target")
+        source = load_domain(cfg.source, cfg.data_seed, "source") if cfg.source is not None else None
         target = _check_classes(cfg, source, target)
 
         # === Run inputs ===
