@@ -32,11 +32,12 @@ def summarize(run: Path) -> dict:
     source, target = config.get("source") or {}, config.get("target") or {}
     when = (metrics_path if finished else run / runs.CONFIG).stat().st_mtime
     return {
-        "run": run.name,
+        "run": display_name(run),
         "path": str(run),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(when)),
         "backbone": (config.get("model") or {}).get("backbone", "?"),
-        "method": adapt.get("method", "?") if adapt else ("pretrain + fine-tune" if source else "fine-tune"),
+        "method": ("sweep model (distilled ensemble)" if is_sweep(run.parent) else adapt.get("method", "?") if adapt
+                   else ("pretrain + fine-tune" if source else "fine-tune")),
         "data": (f"{source.get('dataset')} -> " if source else "") + str(target.get("dataset", "?")),
         "target_test_accuracy": (metrics.get("target_test") or {}).get("accuracy"),
         "target_val_accuracy": (metrics.get("target_val") or {}).get("accuracy"),
@@ -47,12 +48,37 @@ def summarize(run: Path) -> dict:
 
 
 def find_runs(root) -> list[Path]:
-    """Run directories (a config.yaml inside) in `root` and one level below, oldest first."""
+    """Run directories (a config.yaml inside) in `root` and one level below, oldest first.
+    A sweep folder (`kerastl sweep`) stands for its model; listed itself, for its trials
+    and its model."""
     root = Path(root)
     if not root.is_dir():
         raise KerastlError(f"{root}: no such folder (runs are made in saved_models/ by `kerastl train`)")
-    found = [p for p in [root, *sorted(root.iterdir())] if p.is_dir() and (p / runs.CONFIG).exists()]
+    candidates = []
+    for p in [root, *sorted(root.iterdir())]:
+        if is_sweep(p):
+            trials = sorted((p / "trials").iterdir()) if p == root and (p / "trials").is_dir() else []
+            candidates += [*trials, p / "model"]
+        elif p == root or not is_sweep(root):
+            candidates.append(p)
+    found = [p for p in candidates if p.is_dir() and (p / runs.CONFIG).exists()]
     return sorted(found, key=lambda p: (p / runs.CONFIG).stat().st_mtime)
+
+
+def is_sweep(path: Path) -> bool:
+    from kerastl.sweep.study import PLAN
+
+    return (Path(path) / PLAN).is_file()
+
+
+def display_name(run: Path) -> str:
+    """A run's name; a sweep's trials and model with the sweep's name before it."""
+    run = Path(run)
+    if run.parent.name == "trials" and is_sweep(run.parent.parent):
+        return f"{run.parent.parent.name}/{run.name}"
+    if is_sweep(run.parent):
+        return f"{run.parent.name}/{run.name}"
+    return run.name
 
 
 def _pct(v) -> str:
@@ -91,7 +117,7 @@ def compare_html(run_dirs: list[Path], rows: list[dict]) -> str:
     from kerastl.evaluation.plots import png_uri
     from kerastl.evaluation.report import CSS, read_history
 
-    histories = {run.name: read_history(run) for run in run_dirs}
+    histories = {display_name(run): read_history(run) for run in run_dirs}
     figures = []
     for column in CURVES:
         if not any(column in h for hist in histories.values() for h in hist):
@@ -121,6 +147,9 @@ def compare(paths, out=None) -> tuple[str, Path]:
     run_dirs = []
     for p in paths:
         run = Path(p)
+        if is_sweep(run):  # a sweep: its trials and its model
+            run_dirs += find_runs(run)
+            continue
         if not (run / runs.CONFIG).exists():
             raise KerastlError(f"{p}: not a kerastl run directory (no {runs.CONFIG})")
         run_dirs.append(run)

@@ -20,8 +20,8 @@ import numpy as np
 
 from kerastl import runs
 from kerastl.sweep import study as studies
-from kerastl.sweep.runner import LOCK, RESULTS, load_domains
-from kerastl.sweep.scoring import CRITERIA, criteria, pick, regrets, top, trial_outputs
+from kerastl.sweep.scoring import CRITERIA, criteria, load_domains, pick, regrets, top, trial_outputs
+from kerastl.sweep.study import LOCK, RESULTS
 
 log = logging.getLogger("kerastl")
 
@@ -63,24 +63,27 @@ def trial_rows(sweep_dir: Path, study) -> list[dict]:
                      "method": t.user_attrs.get("method"), "seed": t.params["seed"],
                      "values": {k: v for k, v in t.params.items() if k not in ("config", "seed")},
                      "seconds": t.user_attrs.get("seconds"), "scores": t.user_attrs["scores"],
-                     "run_dir": str(Path(sweep_dir) / studies.TRIALS / t.user_attrs["run"])})
+                     "run_dir": f"{studies.TRIALS}/{t.user_attrs['run']}"})  # in the sweep folder
     return rows
 
 
 def build(sweep_dir: Path, study, *, criterion: str, ensemble: int, distill_steps: int, echo=print) -> dict:
     from optuna.trial import TrialState
 
+    started = time.time()
     rows = trial_rows(sweep_dir, study)
+    done = [t for t in studies.by_state(study)[TrialState.COMPLETE] if t.datetime_start and t.datetime_complete]
     failed = [{"trial": t.user_attrs.get("run"), "error": t.user_attrs.get("error", "")}
               for t in studies.by_state(study)[TrialState.FAIL]]
     if not rows:
         from kerastl.errors import KerastlError
 
         raise KerastlError(f"sweep {sweep_dir}: no trial finished ({len(failed)} failed; see {sweep_dir}/logs)")
-    cfg = runs.read_config(rows[0]["run_dir"])
+    sweep_dir = Path(sweep_dir)
+    cfg = runs.read_config(sweep_dir / rows[0]["run_dir"])
     domains = load_domains(cfg)
     size, batch = cfg.model.input_size or 224, cfg.train.batch_size
-    outputs = [trial_outputs(Path(r["run_dir"]), domains, size, batch) for r in rows]
+    outputs = [trial_outputs(sweep_dir / r["run_dir"], domains, size, batch) for r in rows]
     scored = criteria([{"scores": r["scores"], "heldout": np.argmax(o["heldout_probs"], axis=1)
                         if "heldout_probs" in o else np.zeros(0)} for r, o in zip(rows, outputs)])
     for r, s in zip(rows, scored):
@@ -99,8 +102,15 @@ def build(sweep_dir: Path, study, *, criterion: str, ensemble: int, distill_step
         results["ensemble"]["target_test_accuracy"] = float(np.mean(np.argmax(test, 1) == outputs[0]["test_labels"]))
         results["best_oracle"] = max(r["scores"]["oracle"] for r in rows)
         results["pick"]["target_test_accuracy"] = rows[chosen]["scores"]["oracle"]
-    results["model"] = distill(Path(sweep_dir) / MODEL_DIR, [Path(rows[i]["run_dir"]) for i in members],
-                               Path(rows[chosen]["run_dir"]), domains, steps=distill_steps, echo=echo)
+    results["model"] = distill(sweep_dir / MODEL_DIR, [sweep_dir / rows[i]["run_dir"] for i in members],
+                               sweep_dir / rows[chosen]["run_dir"], domains, steps=distill_steps, echo=echo)
+    results["timing"] = {
+        # From the first trial's start to the last one's end, whichever processes ran them.
+        "trials_wall_seconds": round(max(t.datetime_complete for t in done).timestamp()
+                                     - min(t.datetime_start for t in done).timestamp(), 1) if done else None,
+        "trial_seconds": [r["seconds"] for r in rows],
+        "finalize_seconds": round(time.time() - started, 1),
+    }
     results["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
     runs.write_json(Path(sweep_dir) / RESULTS, results)
     return results

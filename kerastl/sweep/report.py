@@ -64,7 +64,7 @@ def format_table(results: dict) -> str:
     return "\n".join(["", f"kerastl sweep {results['sweep']}", *text, *summary_lines(results)])
 
 
-def _curves(results: dict, n: int = 4) -> list[str]:
+def _curves(sweep_dir: Path, results: dict, n: int = 4) -> list[str]:
     """The top trials' per-epoch curves (by the sweep's criterion): one image per column."""
     import matplotlib
 
@@ -82,7 +82,7 @@ def _curves(results: dict, n: int = 4) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
         drawn = False
         for r in chosen:
-            hist = [h for h in read_history(Path(r["run_dir"])) if h.get("stage") == "adapt" and column in h]
+            hist = [h for h in read_history(Path(sweep_dir) / r["run_dir"]) if h.get("stage") == "adapt" and column in h]
             if hist:
                 ax.plot([h["epoch"] for h in hist], [h[column] for h in hist], marker=".", label=r["trial"])
                 drawn = True
@@ -96,7 +96,7 @@ def _curves(results: dict, n: int = 4) -> list[str]:
     return figures
 
 
-def build_html(results: dict) -> str:
+def build_html(sweep_dir: Path, results: dict) -> str:
     from kerastl.evaluation.report import CSS
 
     header, rows = table_rows(results)
@@ -118,17 +118,17 @@ def build_html(results: dict) -> str:
             f"target has labels, never chooses anything.</p><table><thead><tr>{head}</tr></thead><tbody>{body}"
             f"</tbody></table></section>"
             + (f"<section id=\"regret\"><h2>Regret per criterion</h2>{regret}</section>" if regret else "")
-            + f"<section id=\"curves\"><h2>Top trials' curves</h2>{''.join(_curves(results))}</section>"
+            + f"<section id=\"curves\"><h2>Top trials' curves</h2>{''.join(_curves(sweep_dir, results))}</section>"
             f"</body></html>")
 
 
 def write_report(sweep_dir: Path, results: dict | None = None) -> Path:
-    from kerastl.sweep.runner import RESULTS
+    from kerastl.sweep.study import RESULTS
 
     if results is None:
         results = json.loads((Path(sweep_dir) / RESULTS).read_text())
     path = Path(sweep_dir) / REPORT
-    runs.atomic_write(path, build_html(results))
+    runs.atomic_write(path, build_html(sweep_dir, results))
     return path
 
 

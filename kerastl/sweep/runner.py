@@ -31,11 +31,10 @@ from kerastl import runs
 from kerastl.errors import KerastlError
 from kerastl.sweep import study as studies
 from kerastl.sweep.plan import Plan, make_plan
+from kerastl.sweep.scoring import load_domains
 
 log = logging.getLogger("kerastl")
 
-RESULTS = "results.json"
-LOCK = ".finalize.lock"
 
 
 def default_dir(config_paths: list[str]) -> Path:
@@ -58,14 +57,14 @@ def sweep(config_paths: list[str], overrides: list[str], *, out: str | None, tri
     elif sweep_dir.exists() and any(p for p in sweep_dir.iterdir() if p.name != studies.JOURNAL):
         raise KerastlError(f"--out {sweep_dir}: the folder exists and is not a sweep; choose a new folder")
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not recorded.exists():  # first: a process joining now sees a sweep folder, not a stranger's
+        runs.atomic_write(recorded, plan.to_yaml())
     for name, data in plan.configs.items():
         import yaml
 
         path = sweep_dir / "configs" / f"{name}.yaml"
         if not path.exists():
             runs.atomic_write(path, yaml.safe_dump(data, sort_keys=False))
-    if not recorded.exists():
-        runs.atomic_write(recorded, plan.to_yaml())
     import_optuna()
     storage = studies.open_storage(sweep_dir, storage_url)
     study = studies.create_or_join(sweep_dir, plan, storage, study_name or sweep_dir.resolve().name, echo=echo)
@@ -234,22 +233,6 @@ class Runner:
             self.domains = load_domains(cfg)
         return own_scores(trial_outputs(run_dir, self.domains, cfg.model.input_size or 224, cfg.train.batch_size),
                           seed=cfg.data_seed)
-
-
-def load_domains(cfg):
-    """(source, target) as every trial of the sweep splits them."""
-    from kerastl.native_logs import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    import dataclasses
-
-    from kerastl.data.domain import load_domain
-
-    source = load_domain(cfg.source, cfg.data_seed, "source")
-    target = load_domain(cfg.target, cfg.data_seed, "target")
-    if not target.labelled:
-        target = dataclasses.replace(target, class_names=list(source.class_names))
-    return source, target
 
 
 def _heartbeat(trial, stop: threading.Event):

@@ -64,6 +64,22 @@ def trial_outputs(run_dir: Path, domains, size: int, batch: int) -> dict:
     return out
 
 
+def load_domains(cfg):
+    """(source, target) as every trial of the sweep splits them."""
+    from kerastl.native_logs import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import dataclasses
+
+    from kerastl.data.domain import load_domain
+
+    source = load_domain(cfg.source, cfg.data_seed, "source")
+    target = load_domain(cfg.target, cfg.data_seed, "target")
+    if not target.labelled:
+        target = dataclasses.replace(target, class_names=list(source.class_names))
+    return source, target
+
+
 def own_scores(outputs: dict, seed: int = 0) -> dict:
     """The validators of one trial's outputs, and its oracle accuracy when known."""
     if "source_probs" not in outputs or "heldout_probs" not in outputs or len(outputs["heldout_probs"]) < 2:

@@ -40,6 +40,8 @@ JOURNAL = "study.journal"
 PLAN = "sweep.yaml"
 TRIALS = "trials"
 LOGS = "logs"
+RESULTS = "results.json"
+LOCK = ".finalize.lock"
 HEARTBEAT = 60.0
 STALE_AFTER = 600.0
 
