@@ -163,6 +163,7 @@ def distill(out: Path, members: list[Path], start: Path, domains, *, steps: int,
     ens = np.mean([over_dataset(eval_ds, runs.load_model(m))["outputs"] for m in members], axis=0)
     mine = over_dataset(eval_ds, student)["outputs"]
     agreement = float(np.mean(np.argmax(mine, 1) == np.argmax(ens, 1)))
+    before = over_dataset(eval_ds, runs.load_model(start))["outputs"]
 
     if out.exists():
         shutil.rmtree(out)
@@ -179,6 +180,7 @@ def distill(out: Path, members: list[Path], start: Path, domains, *, steps: int,
                               size, batch, cfg.train.top_k)
     summary = {"members": [m.name for m in members], "started_from": start.name, "steps": steps,
                "seconds": round(seconds, 1), "agreement_with_ensemble": agreement,
+               "agreement_before": float(np.mean(np.argmax(before, 1) == np.argmax(ens, 1))),
                "size_bytes": (out / runs.MODEL).stat().st_size,
                "latency_ms": latency_ms(student, size)}
     summary["ensemble_latency_ms"] = summary["latency_ms"] * len(members)

@@ -57,6 +57,9 @@ def open_storage(sweep_dir: Path, url: str | None):
     if url:
         try:
             return optuna.storages.RDBStorage(url)
+        except ImportError:
+            raise KerastlError(f"--storage {mask(url)}: the database's Python driver is not installed; for "
+                               "PostgreSQL: pip install 'kerastl[postgres]' (psycopg)") from None
         except Exception as err:  # noqa: BLE001 (SQLAlchemy's errors are many; the message is what counts)
             raise KerastlError(f"--storage {mask(url)}: cannot open the database ({type(err).__name__}: "
                                f"{str(err).splitlines()[0][:300]})") from None
