@@ -185,7 +185,7 @@ def test_a_killed_sweep_resumes_its_interrupted_trial_from_the_checkpoint(tmp_pa
     second = _sweep(args, tmp_path)
     out = second.communicate(timeout=600)[0]
     assert second.returncode == 0, out
-    assert "queued again to resume" in out
+    assert "trial-000: its process is gone; queued again to resume from its checkpoint" in out
     text = log.read_text()
     assert "--resume" in text and "resumed  after" in text, text
     results = json.loads((tmp_path / "sw" / "results.json").read_text())
@@ -230,3 +230,32 @@ def test_processes_share_a_sweep_through_a_database(tmp_path):
     trials = optuna.load_study(study_name=study, storage=url).get_trials()
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE"]
     assert json.loads((tmp_path / "sw" / "results.json").read_text())["pick"]["trial"] in ("trial-000", "trial-001")
+
+
+def test_a_trial_whose_process_is_gone_is_queued_again_with_its_values_and_run(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from kerastl.sweep import study as studies
+
+    a = write_config(tmp_path / "a.yaml", _adapt())
+    plan = make_plan([a], [], 3, None)
+    study = studies.create_or_join(tmp_path, plan, optuna.storages.InMemoryStorage(), "s", echo=lambda s: None)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    now = time.time()
+    owners = [{"host": studies.socket.gethostname(), "pid": dead.pid, "since": now},  # exited here
+              {"host": "elsewhere", "pid": 1, "since": now - 2 * studies.STALE_AFTER},  # no heartbeat for long
+              {"host": "elsewhere", "pid": 1, "since": now - 2 * studies.STALE_AFTER}]  # but a recent one
+    for owner in owners:
+        trial = study.ask()
+        trial.suggest_categorical("config", list(plan.configs))
+        trial.suggest_int("seed", 0, 2**31 - 1)
+        trial.set_user_attr("owner", owner)
+    trial.set_user_attr("alive_at", now - 5)
+    assert studies.reap_stale(study, plan, echo=lambda s: None, now=now) == 2
+    states = {t.number: t.state for t in study.get_trials()}
+    assert [states[i] for i in range(3)] == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING]
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert [(t.user_attrs["run"], t.user_attrs["resumes"]) for t in queued] == [("trial-000", 0), ("trial-001", 1)]
+    assert studies.counts(study) == {**studies.counts(study), "FAIL": 0, "WAITING": 2, "RUNNING": 1}

@@ -128,7 +128,7 @@ class Runner:
         from optuna.trial import TrialState
 
         while True:
-            studies.reap_stale(self.study, echo=self.echo)
+            studies.reap_stale(self.study, self.plan, echo=self.echo)
             if not studies.counts(self.study)["WAITING"]:
                 return
             trial = self.study.ask()

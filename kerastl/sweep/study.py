@@ -139,9 +139,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def reap_stale(study, echo=print, now: float | None = None) -> int:
-    """Closes the RUNNING trials whose owner is gone and enqueues each again (same values,
-    same run directory, so its run resumes). Returns how many."""
+def _gone(trial, now: float, host: str) -> bool:
+    """Whether a RUNNING trial's process is gone: on this machine, its pid has exited; on
+    another, its heartbeat stopped STALE_AFTER seconds ago."""
+    owner = trial.user_attrs.get("owner")
+    if owner is None:  # taken from the queue, not yet claimed by its process
+        return trial.datetime_start is not None and now - trial.datetime_start.timestamp() > STALE_AFTER
+    if owner["host"] == host:
+        return owner["pid"] != os.getpid() and not _pid_alive(owner["pid"])
+    return now - float(trial.user_attrs.get("alive_at", owner["since"])) > STALE_AFTER
+
+
+def reap_stale(study, plan: Plan, echo=print, now: float | None = None) -> int:
+    """Closes the RUNNING trials whose process is gone and enqueues each again (same values,
+    same run directory, so whoever takes it resumes the run). Returns how many."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
@@ -149,23 +160,15 @@ def reap_stale(study, echo=print, now: float | None = None) -> int:
     host = socket.gethostname()
     reaped = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.user_attrs.get("owner")
-        if owner is None:  # taken a moment ago, not yet claimed by its process
-            if t.datetime_start is None or now - t.datetime_start.timestamp() < STALE_AFTER:
-                continue
-        elif owner["host"] == host and owner["pid"] != os.getpid() and not _pid_alive(owner["pid"]):
-            pass
-        elif now - float(t.user_attrs.get("alive_at", owner.get("since", now))) < STALE_AFTER:
-            continue
-        elif owner["host"] == host and owner["pid"] == os.getpid():
+        if "planned" not in t.user_attrs or not _gone(t, now, host):
             continue
         try:
             study.tell(t.number, state=TrialState.FAIL)
         except (UpdateFinishedTrialError, RuntimeError, ValueError):
             continue  # another process closed it first
-        study.enqueue_trial(t.params, user_attrs={**{k: v for k, v in t.user_attrs.items()
-                                                     if k in ("planned", "run")}, "resumes": t.number})
-        echo(f"trial {t.user_attrs.get('run', t.number)}: its process is gone; queued again to resume "
-             "from its checkpoint")
+        i = t.user_attrs["planned"]
+        study.enqueue_trial({**plan.planned(i), **t.params},
+                            user_attrs={"planned": i, "run": t.user_attrs["run"], "resumes": t.number})
+        echo(f"{t.user_attrs['run']}: its process is gone; queued again to resume from its checkpoint")
         reaped += 1
     return reaped
