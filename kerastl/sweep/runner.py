@@ -44,8 +44,23 @@ def default_dir(config_paths: list[str]) -> Path:
 
 def sweep(config_paths: list[str], overrides: list[str], *, out: str | None, trials: int, space: str | None,
           parallel: int, storage_url: str | None, study_name: str | None, criterion: str, ensemble: int,
-          distill_steps: int, quiet: bool = False, echo=print) -> Path:
-    """Runs (or joins, or resumes) a sweep; returns its folder."""
+          distill_steps: int, echo=print) -> Path:
+    """Runs a sweep, joins it (when another process runs it), or resumes it (when it was
+    stopped), then builds its model if no trial is left; returns the sweep folder.
+
+    Args:
+        config_paths: one config per method to try; they must share their data sections.
+        overrides: `KEY=VALUE` overrides applied to every config.
+        out: the sweep folder (default saved_models/<first config's name>-sweep).
+        trials: the trial budget.
+        space: a YAML search space file, or None.
+        parallel: trials at a time in this process (the cores are split between them).
+        storage_url: a database URL shared by several machines (default: a journal file).
+        study_name: the study's name in the storage (default: the folder's name).
+        criterion: the label-free criterion that picks (`scoring.CRITERIA`).
+        ensemble: how many top trials the shipped model is distilled from.
+        distill_steps: training steps of that distillation.
+    """
     plan = make_plan(config_paths, overrides, trials, space)
     sweep_dir = Path(out) if out else default_dir(config_paths)
     recorded = sweep_dir / studies.PLAN
@@ -161,6 +176,9 @@ class Runner:
         trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
         trial.set_user_attr("method", method)
         run_dir = self.dir / studies.TRIALS / name
+        self.echo(f"{name} {config} seed {seed}{_describe(values)}: "
+                  f"{'resuming' if (run_dir / runs.CONFIG).exists() else 'started'} "
+                  f"(log: {self.dir / studies.LOGS / (name + '.log')})")
         started = time.time()
         stop = threading.Event()
         beat = threading.Thread(target=_heartbeat, args=(trial, stop), daemon=True)
@@ -192,10 +210,8 @@ class Runner:
         c = studies.counts(self.study)
         done = c["COMPLETE"] + c["FAIL"]
         oracle = f", target test {scores['oracle']:.4f}" if "oracle" in scores else ""
-        self.echo(f"[{done}/{self.plan.trials}] {name} {config} seed {seed}"
-                  + "".join(f" {k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f" {k.split('.')[-1]}={v}"
-                            for k, v in values.items())
-                  + f": im {scores.get('im', float('nan')):.3f}{oracle} ({seconds:.0f} s); "
+        self.echo(f"[{done}/{self.plan.trials}] {name} {config} seed {seed}{_describe(values)}: "
+                  f"im {scores.get('im', float('nan')):.3f}{oracle} ({seconds:.0f} s); "
                   f"{c['RUNNING']} running, {c['WAITING']} waiting")
 
     def _train(self, run_dir: Path, config: str, seed: int, values: dict, cores: list[int], name: str):
@@ -233,6 +249,12 @@ class Runner:
             self.domains = load_domains(cfg)
         return own_scores(trial_outputs(run_dir, self.domains, cfg.model.input_size or 224, cfg.train.batch_size),
                           seed=cfg.data_seed)
+
+
+def _describe(values: dict) -> str:
+    """ lr=0.0035 max_lambda=0.3: a trial's drawn values, short."""
+    return "".join(f" {k.split('.')[-1].split('@')[0]}={v:.4g}" if isinstance(v, float) else
+                   f" {k.split('.')[-1].split('@')[0]}={v}" for k, v in values.items())
 
 
 def _heartbeat(trial, stop: threading.Event):
