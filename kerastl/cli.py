@@ -54,6 +54,7 @@ def main(verbose):
     \b
     kerastl train                       pretrain + fine-tune the default config
     kerastl train my.yaml --set train.batch_size=32
+    kerastl sweep A.yaml B.yaml         adaptation trials, a label-free pick, one model
     kerastl evaluate saved_models/RUN   per-class report and confusion matrix
     kerastl predict saved_models/RUN img.jpg
     kerastl export saved_models/RUN     SavedModel for TF Serving
