@@ -13,6 +13,9 @@
       model*.tflite, model.onnx   converted models (`kerastl convert`)
       exports.json, exports.txt   how each export compared with model.keras
 
+A sweep (`kerastl sweep`, see kerastl/sweep/runner.py) is a folder holding its plan
+(sweep.yaml), its trials as run directories (trials/trial-NNN/) and the run it ships (model/).
+
 Every file is written to a temporary name and renamed into place, so a crash while saving
 never leaves a half-written file where a good one was.
 """
@@ -34,6 +37,7 @@ METRICS = "metrics.json"
 HISTORY = "history.csv"
 SKIPPED = "skipped_files.txt"
 CHECKPOINT = "checkpoint"
+SWEEP_PLAN = "sweep.yaml"
 
 
 def atomic_write(path: Path, data: str | bytes):
@@ -142,6 +146,12 @@ def require_run(path: str | Path, need=(MODEL,)) -> Path:
 
 def read_labels(run: Path) -> list[str]:
     return [line for line in (run / LABELS).read_text().splitlines() if line]
+
+
+def is_sweep_dir(path) -> bool:
+    """A `kerastl sweep` folder: it holds the sweep's plan (trials/ holds its runs, model/
+    the run it ships)."""
+    return (Path(path) / SWEEP_PLAN).is_file()
 
 
 def is_run_dir(path) -> bool:

@@ -36,8 +36,8 @@ def summarize(run: Path) -> dict:
         "path": str(run),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(when)),
         "backbone": (config.get("model") or {}).get("backbone", "?"),
-        "method": ("sweep model (distilled ensemble)" if is_sweep(run.parent) else adapt.get("method", "?") if adapt
-                   else ("pretrain + fine-tune" if source else "fine-tune")),
+        "method": ("sweep model (distilled ensemble)" if runs.is_sweep_dir(run.parent)
+                   else adapt.get("method", "?") if adapt else ("pretrain + fine-tune" if source else "fine-tune")),
         "data": (f"{source.get('dataset')} -> " if source else "") + str(target.get("dataset", "?")),
         "target_test_accuracy": (metrics.get("target_test") or {}).get("accuracy"),
         "target_val_accuracy": (metrics.get("target_val") or {}).get("accuracy"),
@@ -56,27 +56,21 @@ def find_runs(root) -> list[Path]:
         raise KerastlError(f"{root}: no such folder (runs are made in saved_models/ by `kerastl train`)")
     candidates = []
     for p in [root, *sorted(root.iterdir())]:
-        if is_sweep(p):
+        if runs.is_sweep_dir(p):
             trials = sorted((p / "trials").iterdir()) if p == root and (p / "trials").is_dir() else []
             candidates += [*trials, p / "model"]
-        elif p == root or not is_sweep(root):
+        elif p == root or not runs.is_sweep_dir(root):
             candidates.append(p)
     found = [p for p in candidates if p.is_dir() and (p / runs.CONFIG).exists()]
     return sorted(found, key=lambda p: (p / runs.CONFIG).stat().st_mtime)
 
 
-def is_sweep(path: Path) -> bool:
-    from kerastl.sweep.study import PLAN
-
-    return (Path(path) / PLAN).is_file()
-
-
 def display_name(run: Path) -> str:
     """A run's name; a sweep's trials and model with the sweep's name before it."""
     run = Path(run)
-    if run.parent.name == "trials" and is_sweep(run.parent.parent):
+    if run.parent.name == "trials" and runs.is_sweep_dir(run.parent.parent):
         return f"{run.parent.parent.name}/{run.name}"
-    if is_sweep(run.parent):
+    if runs.is_sweep_dir(run.parent):
         return f"{run.parent.name}/{run.name}"
     return run.name
 
@@ -147,7 +141,7 @@ def compare(paths, out=None) -> tuple[str, Path]:
     run_dirs = []
     for p in paths:
         run = Path(p)
-        if is_sweep(run):  # a sweep: its trials and its model
+        if runs.is_sweep_dir(run):  # a sweep: its trials and its model
             run_dirs += find_runs(run)
             continue
         if not (run / runs.CONFIG).exists():

@@ -130,9 +130,3 @@ def write_report(sweep_dir: Path, results: dict | None = None) -> Path:
     path = Path(sweep_dir) / REPORT
     runs.atomic_write(path, build_html(sweep_dir, results))
     return path
-
-
-def is_sweep_dir(path) -> bool:
-    from kerastl.sweep.study import PLAN
-
-    return (Path(path) / PLAN).exists()

@@ -28,6 +28,7 @@ import socket
 import time
 from pathlib import Path
 
+from kerastl import runs
 from kerastl.errors import KerastlError
 from kerastl.sweep.plan import Plan
 
@@ -37,7 +38,7 @@ from kerastl.sweep.plan import Plan
 log = logging.getLogger("kerastl")
 
 JOURNAL = "study.journal"
-PLAN = "sweep.yaml"
+PLAN = runs.SWEEP_PLAN
 TRIALS = "trials"
 LOGS = "logs"
 RESULTS = "results.json"
