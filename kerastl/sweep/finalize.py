@@ -82,8 +82,7 @@ def build(sweep_dir: Path, study, *, criterion: str, ensemble: int, distill_step
     sweep_dir = Path(sweep_dir)
     cfg = runs.read_config(sweep_dir / rows[0]["run_dir"])
     domains = load_domains(cfg)
-    size, batch = cfg.model.input_size or 224, cfg.train.batch_size
-    outputs = [trial_outputs(sweep_dir / r["run_dir"], domains, size, batch) for r in rows]
+    outputs = [trial_outputs(sweep_dir / r["run_dir"], domains, cfg.train.batch_size) for r in rows]
     scored = criteria([{"scores": r["scores"], "heldout": np.argmax(o["heldout_probs"], axis=1)
                         if "heldout_probs" in o else np.zeros(0)} for r, o in zip(rows, outputs)])
     for r, s in zip(rows, scored):
@@ -129,13 +128,14 @@ def distill(out: Path, members: list[Path], start: Path, domains, *, steps: int,
 
     cfg = runs.read_config(start)
     source, target = domains
-    size, batch = cfg.model.input_size or 224, cfg.train.batch_size
+    batch = cfg.train.batch_size
+    student = runs.load_model(start)
+    size = int(student.inputs[0].shape[1])
     train = target.splits.get("pool", target.splits["train"])
     ds = build_dataset(train, size, batch, target.num_classes, cache=False)
     soft = np.mean([over_dataset(ds, runs.load_model(m))["outputs"] for m in members], axis=0).astype(np.float32)
 
     keras.utils.set_random_seed(cfg.seed)
-    student = runs.load_model(start)
     student.trainable = True
     augmenter = build_augmenter(cfg.source.augment, "source") if cfg.source else None
     images = examples(train, size).map(lambda x, y: x)

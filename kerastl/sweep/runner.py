@@ -247,8 +247,7 @@ class Runner:
         cfg = runs.read_config(run_dir)
         if self.domains is None:
             self.domains = load_domains(cfg)
-        return own_scores(trial_outputs(run_dir, self.domains, cfg.model.input_size or 224, cfg.train.batch_size),
-                          seed=cfg.data_seed)
+        return own_scores(trial_outputs(run_dir, self.domains, cfg.train.batch_size), seed=cfg.data_seed)
 
 
 def _describe(values: dict) -> str:

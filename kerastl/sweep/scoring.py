@@ -31,7 +31,7 @@ LIMIT = 1000  # held-back and source validation images per trial: as the per-epo
 CRITERIA = (*VALIDATORS, "agreement", "im_agree")
 
 
-def trial_outputs(run_dir: Path, domains, size: int, batch: int) -> dict:
+def trial_outputs(run_dir: Path, domains, batch: int) -> dict:
     """The trial's predictions on the shared sets (written to RUN/sweep_outputs.npz once)."""
     from kerastl import runs
     from kerastl.data.pipeline import build_dataset
@@ -43,6 +43,7 @@ def trial_outputs(run_dir: Path, domains, size: int, batch: int) -> dict:
         with np.load(path) as f:
             return dict(f)
     model = runs.load_model(run_dir)
+    size = int(model.inputs[0].shape[1])
     feats = features_model(model)
     out = {}
     source, target = domains
