@@ -83,6 +83,11 @@ def test_every_config_in_the_docs_validates():
         if "apiVersion:" in text:  # Kubernetes manifests, not kerastl configs
             continue
         data = yaml.safe_load(text)
+        if all("." in key for key in data):  # a sweep's search space (config keys as paths)
+            from kerastl.sweep.plan import parse_space
+
+            assert parse_space(data, f"{page.name}: yaml block {text[:40]!r}")
+            continue
         if "base" in data:  # the shipped configs' bases, as a config beside them resolves them
             data = deep_merge(read_yaml(ROOT / "configs" / data.pop("base")), data)
         config_from_dict(data, f"{page.name}: yaml block {text[:40]!r}")
