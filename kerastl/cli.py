@@ -142,8 +142,9 @@ def train(config, overrides, out, resume, quiet, workers):
 @click.option("--study", help="The study's name in --storage (default: the sweep folder's name).")
 @click.option("--criterion", default="im_agree", show_default=True, type=click.Choice(CRITERIA),
               help="The label-free criterion that picks the trials (see the docs' sweep page).")
-@click.option("--ensemble", default=3, show_default=True, type=click.IntRange(min=1),
-              help="How many top trials (by --criterion) the shipped model is distilled from.")
+@click.option("--ensemble", default=5, show_default=True, type=click.IntRange(min=1),
+              help="How many top trials (by --criterion) the shipped model is distilled from (all of "
+                   "them when the sweep has fewer).")
 @click.option("--distill-steps", default=1500, show_default=True, type=click.IntRange(min=1),
               help="Training steps of the distillation into one model.")
 @_user_errors
