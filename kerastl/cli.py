@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -321,10 +322,22 @@ def backbones(family):
 def report(run):
     """Write RUN/report.html: one self-contained page of the run (config, data, curves,
     metrics, per-class scores, confusion matrix, confidently wrong images, calibration,
-    embeddings of adapted runs, exports). `kerastl train` writes it at the end too."""
-    from kerastl.evaluation.report import write_report
+    embeddings of adapted runs, exports). `kerastl train` writes it at the end too. For a
+    sweep folder: SWEEP/report.html from its results.json."""
+    from kerastl import runs
 
-    path = write_report(run)
+    if runs.is_sweep_dir(run):
+        from kerastl.sweep.report import write_report as write_sweep_report
+        from kerastl.sweep.study import RESULTS
+
+        if not (Path(run) / RESULTS).exists():
+            raise KerastlError(f"{run}: the sweep has no {RESULTS} yet (it is written when its last trial "
+                               "finishes; run the sweep's command again to finish it)")
+        path = write_sweep_report(run)
+    else:
+        from kerastl.evaluation.report import write_report
+
+        path = write_report(run)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -149,6 +149,9 @@ def test_two_processes_share_one_sweep_and_it_ships_one_distilled_model(trained_
                                capture_output=True, text=True)  # passes the export checks of any run
     assert converted.returncode == 0 and (sweep / "model" / "model.tflite").exists(), converted.stderr
     assert (sweep / "report.html").read_text().count("<tr>") >= 4
+    (sweep / "report.html").unlink()
+    rebuilt = subprocess.run([sys.executable, "-m", "kerastl", "report", str(sweep)], capture_output=True, text=True)
+    assert rebuilt.returncode == 0 and "trial-002" in (sweep / "report.html").read_text(), rebuilt.stderr
 
     listing = subprocess.run([sys.executable, "-m", "kerastl", "runs", str(sweep)], capture_output=True, text=True)
     assert listing.returncode == 0 and "trial-001" in listing.stdout and "model" in listing.stdout, listing.stdout
