@@ -290,8 +290,6 @@ def convert(run, fmt, quantize, io_type, calibration_size, min_agreement, max_im
 
 def _refresh_report(run):
     """A run's report.html, if it has one, takes the new export into its exports table."""
-    from pathlib import Path
-
     from kerastl.evaluation.report import REPORT, write_report
 
     if (Path(run) / REPORT).exists():
