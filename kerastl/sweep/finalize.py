@@ -133,7 +133,12 @@ def distill(out: Path, members: list[Path], start: Path, domains, *, steps: int,
     size = int(student.inputs[0].shape[1])
     train = target.splits.get("pool", target.splits["train"])
     ds = build_dataset(train, size, batch, target.num_classes, cache=False)
-    soft = np.mean([over_dataset(ds, runs.load_model(m))["outputs"] for m in members], axis=0).astype(np.float32)
+    models = [runs.load_model(m) for m in members]
+    soft = np.mean([over_dataset(ds, m)["outputs"] for m in models], axis=0).astype(np.float32)
+    heldout = target.splits.get("test") or train
+    eval_ds = build_dataset(heldout, size, batch, target.num_classes, cache=False)
+    ens = np.mean([over_dataset(eval_ds, m)["outputs"] for m in models], axis=0)
+    before = over_dataset(eval_ds, student)["outputs"]  # the start model, before distillation
 
     keras.utils.set_random_seed(cfg.seed)
     student.trainable = True
@@ -158,12 +163,8 @@ def distill(out: Path, members: list[Path], start: Path, domains, *, steps: int,
     fit = student.fit(data, steps_per_epoch=max(1, steps // epochs), epochs=epochs, verbose=0, shuffle=False)
     seconds = time.time() - started
 
-    heldout = target.splits.get("test") or train
-    eval_ds = build_dataset(heldout, size, batch, target.num_classes, cache=False)
-    ens = np.mean([over_dataset(eval_ds, runs.load_model(m))["outputs"] for m in members], axis=0)
     mine = over_dataset(eval_ds, student)["outputs"]
     agreement = float(np.mean(np.argmax(mine, 1) == np.argmax(ens, 1)))
-    before = over_dataset(eval_ds, runs.load_model(start))["outputs"]
 
     if out.exists():
         shutil.rmtree(out)
