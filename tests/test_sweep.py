@@ -105,6 +105,21 @@ def test_pick_is_the_criterion_argmax_and_top_ranks_without_nan():
     assert "agreement" in CRITERIA and "im" in CRITERIA
 
 
+def test_a_parent_folder_lists_a_sweep_by_its_trials_until_it_has_a_model(tmp_path):
+    from kerastl import runs
+    from kerastl.evaluation.compare import find_runs
+
+    sweep = tmp_path / "sw"
+    (sweep / "trials" / "trial-000").mkdir(parents=True)
+    (sweep / runs.SWEEP_PLAN).write_text("{}")
+    (sweep / "trials" / "trial-000" / runs.CONFIG).write_text("seed: 0\n")
+    assert find_runs(tmp_path) == [sweep / "trials" / "trial-000"]
+    (sweep / "model").mkdir()
+    (sweep / "model" / runs.CONFIG).write_text("seed: 0\n")
+    assert find_runs(tmp_path) == [sweep / "model"]
+    assert set(find_runs(sweep)) == {sweep / "trials" / "trial-000", sweep / "model"}
+
+
 # --- whole sweeps ------------------------------------------------------------------------
 
 def _sweep(args, cwd, **kw):

@@ -49,16 +49,20 @@ def summarize(run: Path) -> dict:
 
 def find_runs(root) -> list[Path]:
     """Run directories (a config.yaml inside) in `root` and one level below, oldest first.
-    A sweep folder (`kerastl sweep`) stands for its model; listed itself, for its trials
-    and its model."""
+    A sweep folder (`kerastl sweep`) stands for its model, or for its trials while it has
+    none yet (so a sweep in progress shows); listed itself, for its trials and its model."""
     root = Path(root)
     if not root.is_dir():
         raise KerastlError(f"{root}: no such folder (runs are made in saved_models/ by `kerastl train`)")
     candidates = []
     for p in [root, *sorted(root.iterdir())]:
         if runs.is_sweep_dir(p):
-            trials = sorted((p / "trials").iterdir()) if p == root and (p / "trials").is_dir() else []
-            candidates += [*trials, p / "model"]
+            model = p / "model"
+            trials = sorted((p / "trials").iterdir()) if (p / "trials").is_dir() else []
+            if p == root:
+                candidates += [*trials, model]
+            else:
+                candidates += [model] if (model / runs.CONFIG).exists() else trials
         elif p == root or not runs.is_sweep_dir(root):
             candidates.append(p)
     found = [p for p in candidates if p.is_dir() and (p / runs.CONFIG).exists()]
