@@ -92,8 +92,9 @@ def collect(args):
             "timing": results.get("timing", {}), "command_seconds": meta.get("command_seconds"),
         })
     lines = ["| task | sweep seed | trials | best single method (its trials' mean) | best trial | pick "
-             f"({sweeps[0]['criterion']}) | ensemble | **shipped model** | model - best method | trials' wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"({sweeps[0]['criterion']}) | ensemble | **shipped model** | model - best method | model - best trial | "
+             "trials' wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in sweeps:
         m = s["model"].get("target_test_accuracy")
         lines.append(
@@ -101,7 +102,7 @@ def collect(args):
             f"{s['best_single_method']['mean']:.3f} | {s['best_trial']:.3f} | "
             f"{s['pick']['target_test_accuracy']:.3f} | {s['ensemble']['target_test_accuracy']:.3f} "
             f"(top {len(s['ensemble']['members'])}) | **{m:.3f}** | {100 * (m - s['best_single_method']['mean']):+.1f} "
-            f"points | {s['timing'].get('trials_wall_seconds', 0) / 60:.0f} min |")
+            f"points | {100 * (m - s['best_trial']):+.1f} points | {s['timing'].get('trials_wall_seconds', 0) / 60:.0f} min |")
     lines += ["", "Regret of each criterion's pick (best trial's target test accuracy minus the pick's), "
               "in points, per sweep and on average:", "",
               "| criterion | " + " | ".join(f"{s['task']} seed {s['seed']}" for s in sweeps) + " | mean |",
