@@ -2,7 +2,7 @@
 whether its label-free choice finds the best trials.
 
     python benchmarks/sweeps.py run --task syndigits->digits --seed 0 --out /tmp/sweeps/s0 \
-        [--configs mdd cdan] [--trials 8] [--parallel 2]
+        [--configs mdd cdan] [--trials 8] [--parallel 2] [--set key=value ...]
     python benchmarks/sweeps.py collect /tmp/sweeps/s0 /tmp/sweeps/s1 ... --name sweeps
 
 `run` is `kerastl sweep` on the task's configs (benchmarks/adaptation.py's TASKS) with the
@@ -41,11 +41,12 @@ def run(args):
     configs = [str(ROOT / "configs" / f"digits_{c.replace('+e', '_e')}.yaml") for c in args.configs]
     cmd = [sys.executable, "-m", "kerastl", "sweep", *configs, "--out", args.out, "--trials", str(args.trials),
            "--parallel", str(args.parallel), "--set", f"seed={args.seed}"]
-    for o in TASKS[args.task]:
+    for o in TASKS[args.task] + args.overrides:
         cmd += ["--set", o]
     started = time.time()
     proc = subprocess.run(cmd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    meta = {"task": args.task, "seed": args.seed, "configs": args.configs, "parallel": args.parallel,
+    meta = {"task": args.task, "seed": args.seed, "configs": args.configs, "overrides": args.overrides,
+            "parallel": args.parallel,
             "command_seconds": round(time.time() - started, 1), "returncode": proc.returncode}
     (Path(args.out) / "benchmark.json").write_text(json.dumps(meta, indent=2) + "\n")
     sys.exit(proc.returncode)
@@ -82,6 +83,7 @@ def collect(args):
         best_config = max(by_config, key=lambda c: statistics.mean(by_config[c]))
         sweeps.append({
             "folder": folder.name, "task": meta.get("task", "syndigits->digits"), "seed": meta.get("seed"),
+            "overrides": meta.get("overrides", []),
             "parallel": meta.get("parallel"), "trials": len(rows), "criterion": results["criterion"],
             "per_config": {c: {"mean": statistics.mean(v), "n": len(v), "values": v} for c, v in by_config.items()},
             "best_single_method": {"config": best_config, "mean": statistics.mean(by_config[best_config])},
@@ -98,11 +100,16 @@ def collect(args):
     for s in sweeps:
         m = s["model"].get("target_test_accuracy")
         lines.append(
-            f"| {s['task']} | {s['seed']} | {s['trials']} | {s['best_single_method']['config']} "
+            f"| {s['task']}{' (*)' if s['overrides'] else ''} | {s['seed']} | {s['trials']} | "
+            f"{s['best_single_method']['config']} "
             f"{s['best_single_method']['mean']:.3f} | {s['best_trial']:.3f} | "
             f"{s['pick']['target_test_accuracy']:.3f} | {s['ensemble']['target_test_accuracy']:.3f} "
             f"(top {len(s['ensemble']['members'])}) | **{m:.3f}** | {100 * (m - s['best_single_method']['mean']):+.1f} "
             f"points | {100 * (m - s['best_trial']):+.1f} points | {s['timing'].get('trials_wall_seconds', 0) / 60:.0f} min |")
+    for s in sweeps:
+        if s["overrides"]:
+            lines += ["", f"(*) {s['task']} seed {s['seed']}: every trial with "
+                      + ", ".join(f"`{o}`" for o in s["overrides"]) + "."]
     lines += ["", "Regret of each criterion's pick (best trial's target test accuracy minus the pick's), "
               "in points, per sweep and on average:", "",
               "| criterion | " + " | ".join(f"{s['task']} seed {s['seed']}" for s in sweeps) + " | mean |",
@@ -139,6 +146,8 @@ def main():
     r.add_argument("--trials", type=int, default=8)
     r.add_argument("--parallel", type=int, default=2)
     r.add_argument("--out", required=True)
+    r.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="config override for every trial, after the task's own, e.g. source.augment={...}")
     c = sub.add_parser("collect")
     c.add_argument("folders", nargs="+")
     c.add_argument("--name", default="sweeps")
