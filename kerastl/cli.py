@@ -135,8 +135,10 @@ def train(config, overrides, out, resume, quiet, workers):
 @click.option("--space", type=click.Path(dir_okay=False),
               help="A YAML search space: config keys with {low, high[, log]} ranges, lists of values, or "
                    "'declared' for a method parameter's declared range.")
-@click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Trials at a time in this process; the cores are split between them.")
+@click.option("--parallel", type=click.IntRange(min=1),
+              help="Trials at a time in this process; the cores are split between them. Default: as many as "
+                   "the cores hold with the threads each config's train.intra_op_threads asks for (one at a "
+                   "time when a config leaves it unset).")
 @click.option("--storage", metavar="URL",
               help="A database URL shared by several machines (e.g. postgresql://user:pass@host/db); "
                    "default: a journal file in the sweep folder.")

@@ -47,6 +47,17 @@ def test_plan_runs_each_config_in_turn_with_its_own_seed_on_one_split(tmp_path):
     assert make_plan([a, b], ["adapt.lr=0.01"], 5, None).fingerprint() != plan.fingerprint()
 
 
+def test_trials_at_a_time_by_default_are_as_many_as_the_cores_hold_with_the_threads_each_asks(tmp_path):
+    from kerastl.sweep.runner import default_parallel
+
+    one = write_config(tmp_path / "one.yaml", _adapt())  # train.intra_op_threads: 1
+    assert default_parallel(make_plan([one], [], 8, None), cores=2) == 2
+    assert default_parallel(make_plan([one], [], 8, None), cores=5) == 5
+    assert default_parallel(make_plan([one], [], 1, None), cores=2) == 1  # never more than the trials
+    assert default_parallel(make_plan([one], ["train.intra_op_threads=2"], 8, None), cores=5) == 2
+    assert default_parallel(make_plan([one], ["train.intra_op_threads=null"], 8, None), cores=4) == 1  # all cores
+
+
 def test_plan_refuses_configs_whose_data_differ_and_configs_without_adaptation(tmp_path):
     a = write_config(tmp_path / "a.yaml", _adapt())
     other = _adapt()
@@ -132,7 +143,7 @@ def _sweep(args, cwd, **kw):
 def test_two_processes_share_one_sweep_and_it_ships_one_distilled_model(trained_run, tmp_path):
     a = write_config(tmp_path / "dann.yaml", _adapt(trained_run.run_dir))
     b = write_config(tmp_path / "so.yaml", _adapt(trained_run.run_dir, method="source_only"))
-    args = [a, b, "--trials", "3", "--out", "sw", "--ensemble", "3", "--distill-steps", "60"]
+    args = [a, b, "--trials", "3", "--out", "sw", "--ensemble", "3", "--distill-steps", "60", "--parallel", "1"]
     procs = [_sweep(args, tmp_path)]
     time.sleep(3)  # the second joins the study the first created
     procs.append(_sweep(args, tmp_path))

@@ -21,7 +21,7 @@ from test_sweep import _adapt, _sweep
 def test_a_killed_sweep_resumes_its_interrupted_trial_from_the_checkpoint(tmp_path):
     cfg = _adapt(epochs=4, steps_per_epoch=10)
     a = write_config(tmp_path / "dann.yaml", cfg)
-    args = [a, "--trials", "2", "--out", "sw", "--ensemble", "1", "--distill-steps", "10"]
+    args = [a, "--trials", "2", "--out", "sw", "--ensemble", "1", "--distill-steps", "10", "--parallel", "1"]
     first = _sweep(args, tmp_path, start_new_session=True)
     state = tmp_path / "sw" / "trials" / "trial-000" / "checkpoint" / "state.json"
     deadline = time.time() + 300
@@ -59,7 +59,8 @@ def test_processes_share_a_sweep_through_a_database(tmp_path):
 
     a = write_config(tmp_path / "dann.yaml", _adapt(steps_per_epoch=3))
     study = f"kerastl-test-{os.getpid()}-{time.time_ns()}"
-    args = [a, "--trials", "2", "--out", "sw", "--ensemble", "1", "--distill-steps", "5", "--storage", url,
+    args = [a, "--trials", "2", "--out", "sw", "--ensemble", "1", "--distill-steps", "5", "--parallel", "1",
+            "--storage", url,
             "--study", study]
     procs = [_sweep(args, tmp_path)]
     time.sleep(3)
