@@ -3,7 +3,8 @@ whether its label-free choice finds the best trials.
 
     python benchmarks/sweeps.py run --task syndigits->digits --seed 0 --out /tmp/sweeps/s0 \
         [--configs mdd cdan] [--trials 8] [--parallel 2] [--set key=value ...]
-    python benchmarks/sweeps.py collect /tmp/sweeps/s0 /tmp/sweeps/s1 ... --name sweeps
+    python benchmarks/sweeps.py collect /tmp/sweeps/s0 /tmp/sweeps/s1 ... --name sweeps \
+        [--references adaptation_9000_7seeds ...]
 
 `run` is `kerastl sweep` on the task's configs (benchmarks/adaptation.py's TASKS) with the
 sweep's seed; `collect` reads finished sweep folders and writes
@@ -69,7 +70,22 @@ def ensembles(folder: Path, results: dict) -> dict:
     return out
 
 
+def references(names: list[str]) -> list[dict]:
+    """(task, overrides, source-only mean, oracle mean, file) of adaptation results files
+    (benchmarks/adaptation.py) holding both references."""
+    out = []
+    for name in names:
+        data = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+        summary = data["summary"]
+        if "source_only" in summary and "target_oracle" in summary:
+            out.append({"task": data["task"], "overrides": [o for o in data["overrides"] if "=" in o],
+                        "source_only": summary["source_only"]["mean"], "oracle": summary["target_oracle"]["mean"],
+                        "file": f"{name}.md"})
+    return out
+
+
 def collect(args):
+    refs = references(args.references)
     sweeps = []
     for path in args.folders:
         folder = Path(path)
@@ -93,6 +109,9 @@ def collect(args):
             "ensembles_by_k": ensembles(folder, results),
             "timing": results.get("timing", {}), "command_seconds": meta.get("command_seconds"),
         })
+        # the references measured with the same recipe (the sweep's overrides) on its task
+        mine = [r for r in refs if r["task"] == sweeps[-1]["task"] and r["overrides"] == sweeps[-1]["overrides"]]
+        sweeps[-1]["references"] = mine[0] if mine else None
     lines = ["| task | sweep seed | trials | best single method (its trials' mean) | best trial | pick "
              f"({sweeps[0]['criterion']}) | ensemble | **shipped model** | model - best method | model - best trial | "
              "trials' wall time |",
@@ -110,6 +129,17 @@ def collect(args):
         if s["overrides"]:
             lines += ["", f"(*) {s['task']} seed {s['seed']}: every trial with "
                       + ", ".join(f"`{o}`" for o in s["overrides"]) + "."]
+    with_refs = [s for s in sweeps if s["references"]]
+    if with_refs:
+        lines += ["", "The share of the source-only -> target-oracle gap the shipped model closes, with those two "
+                  "references trained with the sweep's recipe on its task:", "",
+                  "| task | sweep seed | source-only | target oracle | shipped model | gap closed | references from |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in with_refs:
+            r, m = s["references"], s["model"].get("target_test_accuracy")
+            lines.append(f"| {s['task']}{' (*)' if s['overrides'] else ''} | {s['seed']} | {r['source_only']:.3f} | "
+                         f"{r['oracle']:.3f} | {m:.3f} | {100 * (m - r['source_only']) / (r['oracle'] - r['source_only']):.0f}% "
+                         f"| {r['file']} |")
     lines += ["", "Regret of each criterion's pick (best trial's target test accuracy minus the pick's), "
               "in points, per sweep and on average:", "",
               "| criterion | " + " | ".join(f"{s['task']} seed {s['seed']}" for s in sweeps) + " | mean |",
@@ -152,6 +182,9 @@ def main():
     c.add_argument("folders", nargs="+")
     c.add_argument("--name", default="sweeps")
     c.add_argument("--note", help="a sentence for the table's header: how these sweeps were run")
+    c.add_argument("--references", nargs="*", default=[], metavar="NAME",
+                   help="results files of benchmarks/adaptation.py (names in benchmarks/results/) with source_only "
+                        "and target_oracle rows: the gap each sweep's model closes, where task and recipe match")
     args = parser.parse_args()
     run(args) if args.cmd == "run" else collect(args)
 
