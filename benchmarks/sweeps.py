@@ -84,6 +84,11 @@ def references(names: list[str]) -> list[dict]:
     return out
 
 
+def task_label(sweep: dict) -> str:
+    """The task's name, marked (*) when the sweep changed the configs' recipe (explained under the table)."""
+    return sweep["task"] + (" (*)" if sweep["overrides"] else "")
+
+
 def collect(args):
     refs = references(args.references)
     sweeps = []
@@ -119,7 +124,7 @@ def collect(args):
     for s in sweeps:
         m = s["model"].get("target_test_accuracy")
         lines.append(
-            f"| {s['task']}{' (*)' if s['overrides'] else ''} | {s['seed']} | {s['trials']} | "
+            f"| {task_label(s)} | {s['seed']} | {s['trials']} | "
             f"{s['best_single_method']['config']} "
             f"{s['best_single_method']['mean']:.3f} | {s['best_trial']:.3f} | "
             f"{s['pick']['target_test_accuracy']:.3f} | {s['ensemble']['target_test_accuracy']:.3f} "
@@ -137,7 +142,7 @@ def collect(args):
                   "|---|---|---|---|---|---|---|"]
         for s in with_refs:
             r, m = s["references"], s["model"].get("target_test_accuracy")
-            lines.append(f"| {s['task']}{' (*)' if s['overrides'] else ''} | {s['seed']} | {r['source_only']:.3f} | "
+            lines.append(f"| {task_label(s)} | {s['seed']} | {r['source_only']:.3f} | "
                          f"{r['oracle']:.3f} | {m:.3f} | {100 * (m - r['source_only']) / (r['oracle'] - r['source_only']):.0f}% "
                          f"| {r['file']} |")
     lines += ["", "Regret of each criterion's pick (best trial's target test accuracy minus the pick's), "
