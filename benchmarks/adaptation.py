@@ -182,14 +182,17 @@ def commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
-def write(rows, summary, seeds, overrides, name="adaptation", task="syndigits->digits", jobs=1):
+def write(rows, summary, seeds, overrides, name="adaptation", task="syndigits->digits", jobs=1, notes=()):
+    """Writes RESULTS/name.json and .md. `overrides` are the config overrides every run was
+    trained with (the recipe: tables of one task compare only when they match); `notes` say how
+    the table was made (merged from which files, reselected epochs), never a recipe."""
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
     # the commit(s) the runs were trained at (a merged table may join several)
     commits = ", ".join(dict.fromkeys(r.get("commit", commit()) for r in rows)) or commit()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(
         {"machine": machine, "commit": commits, "task": task, "seeds": seeds, "overrides": overrides,
-         "jobs": jobs, "rows": rows, "summary": summary},
+         "notes": list(notes), "jobs": jobs, "rows": rows, "summary": summary},
         indent=2) + "\n")
     source, target = task.split("->")
     labels = [o.split("=", 1)[1] for o in map(str, overrides) if o.startswith("target.labels_per_class=")]
@@ -197,7 +200,8 @@ def write(rows, summary, seeds, overrides, name="adaptation", task="syndigits->d
         "Unsupervised", "unlabelled")
     lines = [f"# {kind} domain adaptation: {source} (labelled) -> {target} ({unlabelled})", "",
              f"configs/digits_<method>.yaml, seeds {seeds}"
-             + (f", overrides {overrides}" if overrides else "") + f"; {machine}; trained at commit {commits}"
+             + (f", overrides {overrides}" if overrides else "") + "".join(f"; {n}" for n in notes)
+             + f"; {machine}; trained at commit {commits}"
              + (f"; {jobs} runs at a time (seconds are those of runs sharing the cores)" if jobs > 1 else "")
              + ".", "",
              "| method | target test accuracy (mean ± stdev) | per seed | gap closed | source val | seconds per run |",
@@ -242,20 +246,25 @@ def main():
                              "and 183 s, one alone 115-137 s: ~1.5x the runs per hour")
     args = parser.parse_args()
     if args.merge:
-        rows, seeds = [], set()
+        rows, seeds, recipes = [], set(), {}
         for name in args.merge:
             data = json.loads((RESULTS / f"{name}.json").read_text())
             if data.get("task", "syndigits->digits") != args.task:
                 sys.exit(f"--merge: {name} is task {data.get('task', 'syndigits->digits')}, not --task {args.task}")
+            recipes[name] = data.get("overrides", [])
             rows += [{"commit": data.get("commit", "unknown"), **r} for r in data["rows"]]
             seeds |= set(data["seeds"])
+        if len({json.dumps(r) for r in recipes.values()}) > 1:
+            sys.exit("--merge: the files were trained with different overrides, so their rows do not compare: "
+                     + "; ".join(f"{n}: {r or 'none'}" for n, r in recipes.items()))
         notes = [f"merged from {args.merge}"]
         if args.selection:
             rows = reselect(rows, args.selection)
             notes.append(f"runs trained with selection source_val tabulated at the epoch {args.selection} chose "
                          "(recorded by each run; source val then '-')")
         methods = ordered(r["method"] for r in rows)
-        print(write(rows, summarise(rows, methods), sorted(seeds), notes, args.name, args.task))
+        print(write(rows, summarise(rows, methods), sorted(seeds), next(iter(recipes.values())), args.name,
+                    args.task, notes=notes))
         return
     if args.runs:
         rows = []

@@ -78,7 +78,7 @@ def references(names: list[str]) -> list[dict]:
         data = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
         summary = data["summary"]
         if "source_only" in summary and "target_oracle" in summary:
-            out.append({"task": data["task"], "overrides": [o for o in data["overrides"] if "=" in o],
+            out.append({"task": data["task"], "overrides": data["overrides"],
                         "source_only": summary["source_only"]["mean"], "oracle": summary["target_oracle"]["mean"],
                         "file": f"{name}.md"})
     return out
