@@ -92,6 +92,10 @@ def task_label(sweep: dict) -> str:
 def collect(args):
     refs = references(args.references)
     sweeps = []
+    if args.previous:  # sweeps whose folders are gone, as an earlier collect recorded them
+        given = {Path(p).name for p in args.folders}
+        old = json.loads((ROOT / "benchmarks" / "results" / f"{args.previous}.json").read_text())
+        sweeps += [s for s in old["sweeps"] if s["folder"] not in given]
     for path in args.folders:
         folder = Path(path)
         results = json.loads((folder / "results.json").read_text())
@@ -117,10 +121,13 @@ def collect(args):
         # the references measured with the same recipe (the sweep's overrides) on its task
         mine = [r for r in refs if r["task"] == sweeps[-1]["task"] and r["overrides"] == sweeps[-1]["overrides"]]
         sweeps[-1]["references"] = mine[0] if mine else None
+    for s in sweeps:  # an earlier collect's entries are matched again: the references may be new
+        mine = [r for r in refs if r["task"] == s["task"] and r["overrides"] == s["overrides"]]
+        s["references"] = mine[0] if mine else s.get("references")
     lines = ["| task | sweep seed | trials | best single method (its trials' mean) | best trial | pick "
-             f"({sweeps[0]['criterion']}) | ensemble | **shipped model** | model - best method | model - best trial | "
-             "trials' wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"({sweeps[0]['criterion']}) | ensemble | **shipped model** | distilled for | model - best method | "
+             "model - best trial | trials' wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in sweeps:
         m = s["model"].get("target_test_accuracy")
         lines.append(
@@ -128,7 +135,8 @@ def collect(args):
             f"{s['best_single_method']['config']} "
             f"{s['best_single_method']['mean']:.3f} | {s['best_trial']:.3f} | "
             f"{s['pick']['target_test_accuracy']:.3f} | {s['ensemble']['target_test_accuracy']:.3f} "
-            f"(top {len(s['ensemble']['members'])}) | **{m:.3f}** | {100 * (m - s['best_single_method']['mean']):+.1f} "
+            f"(top {len(s['ensemble']['members'])}) | **{m:.3f}** | {s['model']['steps']:,} steps | "
+            f"{100 * (m - s['best_single_method']['mean']):+.1f} "
             f"points | {100 * (m - s['best_trial']):+.1f} points | {s['timing'].get('trials_wall_seconds', 0) / 60:.0f} min |")
     for s in sweeps:
         if s["overrides"]:
@@ -184,8 +192,11 @@ def main():
     r.add_argument("--set", dest="overrides", action="append", default=[],
                    help="config override for every trial, after the task's own, e.g. source.augment={...}")
     c = sub.add_parser("collect")
-    c.add_argument("folders", nargs="+")
+    c.add_argument("folders", nargs="*")
     c.add_argument("--name", default="sweeps")
+    c.add_argument("--previous", metavar="NAME",
+                   help="also the sweeps of an earlier collect's results file (benchmarks/results/NAME.json) "
+                        "whose folders are not given, e.g. because they were deleted")
     c.add_argument("--note", help="a sentence for the table's header: how these sweeps were run")
     c.add_argument("--references", nargs="*", default=[], metavar="NAME",
                    help="results files of benchmarks/adaptation.py (names in benchmarks/results/) with source_only "
