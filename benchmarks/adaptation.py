@@ -39,12 +39,12 @@ TASKS = {
     "syndigits->digits": [],
     "digits->syndigits": [  # real handwritten scans (labelled) -> rendered fonts (unlabelled)
         "source={dataset: digits, val_fraction: 0.1, test_fraction: 0.1, "
-        "augment: {rotate: 0.03, zoom: 0.1, translate: 0.08}}",
+        "augment: {rotate: 0.03, zoom: 0.1, translate: 0.08, contrast: 0.7, brightness: 0.3}}",
         "target={dataset: syndigits, num_examples: 6000, val_fraction: 0.1, test_fraction: 0.3}",
     ],
     "digits->digits-m": [  # grey handwriting (labelled) -> the same in colour texture (unlabelled)
         "source={dataset: digits, val_fraction: 0.1, test_fraction: 0.1, "
-        "augment: {rotate: 0.03, zoom: 0.1, translate: 0.08}}",
+        "augment: {rotate: 0.03, zoom: 0.1, translate: 0.08, contrast: 0.7, brightness: 0.3}}",
         "target={dataset: digits-m, val_fraction: 0.1, test_fraction: 0.3}",
     ],
     "syndigits->syndigits-lowres": [  # rendered digits -> low resolution, low contrast, noisy
