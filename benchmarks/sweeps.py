@@ -118,12 +118,11 @@ def collect(args):
             "ensembles_by_k": ensembles(folder, results),
             "timing": results.get("timing", {}), "command_seconds": meta.get("command_seconds"),
         })
-        # the references measured with the same recipe (the sweep's overrides) on its task
-        mine = [r for r in refs if r["task"] == sweeps[-1]["task"] and r["overrides"] == sweeps[-1]["overrides"]]
-        sweeps[-1]["references"] = mine[0] if mine else None
-    for s in sweeps:  # an earlier collect's entries are matched again: the references may be new
+    for s in sweeps:  # the references measured with the same recipe (the sweep's overrides) on its task
         mine = [r for r in refs if r["task"] == s["task"] and r["overrides"] == s["overrides"]]
         s["references"] = mine[0] if mine else s.get("references")
+    if not sweeps:
+        sys.exit("collect: no sweeps: give sweep folders, or --previous NAME")
     lines = ["| task | sweep seed | trials | best single method (its trials' mean) | best trial | pick "
              f"({sweeps[0]['criterion']}) | ensemble | **shipped model** | distilled for | model - best method | "
              "model - best trial | trials' wall time |",
