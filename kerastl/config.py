@@ -125,6 +125,25 @@ class StageConfig:
     label_smoothing: float = field(default=0.0, metadata={"range": (0.0, 0.5)})
     # Weight classes by n / (k * n_class) from the training labels.
     class_weights: bool = False
+    # Exponential moving average of the trained weights (Keras' optimizer `use_ema`, timm's
+    # --model-ema): each phase ends with the average in place of its last weights, so the
+    # evaluated, saved and exported model is the average. The momentum, e.g. 0.99 averages
+    # about the last 100 steps; null: no average. Validation during the phase sees the
+    # weights as trained, the final evaluation the average.
+    ema: Optional[float] = field(default=None, metadata={"range": (0.0, 0.99999), "positive": True})
+    # Layer-wise learning-rate decay of the backbone (BEiT, timm's --layer-decay): block b of
+    # the backbone's B blocks, counted from the input as keras.applications names them
+    # (kerastl/models/blocks.py), learns at the backbone's rate x layer_decay ** (B - b):
+    # the stem least, the last block at the backbone's rate. null: one backbone rate.
+    layer_decay: Optional[float] = field(default=None, metadata={"range": (0.0, 1.0), "positive": True})
+    # L2-SP (Li et al., 2018): adds l2_sp / 2 x sum ||w - w0||^2 over the backbone's trained
+    # weights, w0 the ones the stage started from (pretrained on the source, ImageNet's or a
+    # weights file): fine-tuning stays near what the backbone knew. 0: off; TLlib uses 0.01.
+    l2_sp: float = field(default=0.0, metadata={"range": (0.0, 100.0)})
+    # Batch spectral shrinkage (Chen et al., 2019): adds bss x the sum of the squares of the
+    # smallest singular value(s) of each batch's feature matrix, which carry what the source
+    # taught that does not transfer. 0: off; the paper and TLlib use 0.001.
+    bss: float = field(default=0.0, metadata={"range": (0.0, 10.0)})
 
 
 @dataclass

@@ -9,7 +9,9 @@ w += momentum m - lr g). Tracing the train step builds each of those ops in Pyth
 per variable, which makes the first step of a small model with many variables noticeably
 slower to start; one kernel per variable is traced much faster and runs the same math.
 
-Only `update_step` changes: the optimizers' variables, their order (the checkpoints), their
+Besides `update_step`, each optimizer can scale the learning rate per variable (layer-wise
+decay) and puts back the weight averages (`use_ema`) of its own variables only (see
+`_GroupOptimizer`). The optimizers' variables, their order (the checkpoints), their
 config, weight decay (Keras applies it before `update_step`), loss scaling and
 tf.distribute's per-device updates are Keras' own. Results equal Keras' to float32
 rounding (`tests/test_fused_optimizers.py`), not bit for bit: the kernel computes
@@ -17,8 +19,9 @@ rounding (`tests/test_fused_optimizers.py`), not bit for bit: the kernel compute
 
 Registered with Keras' serialization, so a model compiled with them saves and loads.
 Only for the TensorFlow backend, which kerastl trains on; AMSGrad falls back to Keras' own
-update. The slot lists (`_momentums`, `_velocities`, `momentums`) and `_get_variable_index`
-are the ones Keras' own `update_step` reads; the test above fails if they move.
+update. The slot lists (`_momentums`, `_velocities`, `momentums`), `_get_variable_index`,
+`_trainable_variables` and `_overwrite_model_variables_with_average_value` are the ones
+Keras' own `update_step` and `finalize_variable_values` use; the tests fail if they move.
 """
 
 from __future__ import annotations
@@ -35,8 +38,37 @@ def _handle(variable):
     return variable.handle
 
 
-class _FusedAdamStep:
+class _GroupOptimizer:
+    """What kerastl's optimizers add to Keras' besides the fused kernels: per-variable
+    learning-rate factors (layer-wise decay), and an EMA that belongs to its own variables.
+
+    Keras' `fit` ends by handing the optimizer every trainable weight of the model to
+    overwrite with their averages, matched by position; fine-tuning trains the head and the
+    backbone with one optimizer each (different rates), so each one puts back the averages
+    of the variables it was built with instead."""
+
+    lr_factors = None  # one factor per variable, in the order the optimizer was built with
+
+    def scale_learning_rates(self, factors):
+        """Multiplies the learning rate of each variable in `factors` ((variable, factor)
+        pairs) by its factor; the others keep 1. Call after `build`."""
+        by_id = {id(variable): float(factor) for variable, factor in factors}
+        self.lr_factors = [by_id.get(id(variable), 1.0) for variable in self._trainable_variables]
+
+    def _scaled(self, learning_rate, variable):
+        if self.lr_factors is None:
+            return learning_rate
+        factor = self.lr_factors[self._get_variable_index(variable)]
+        return learning_rate if factor == 1.0 else learning_rate * factor
+
+    def finalize_variable_values(self, var_list):
+        if self.use_ema:
+            self._overwrite_model_variables_with_average_value(self._trainable_variables)
+
+
+class _FusedAdamStep(_GroupOptimizer):
     def update_step(self, gradient, variable, learning_rate):
+        learning_rate = self._scaled(learning_rate, variable)
         if self.amsgrad:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
@@ -61,11 +93,12 @@ class AdamW(_FusedAdamStep, keras.optimizers.AdamW):
 
 
 @keras.saving.register_keras_serializable(package="kerastl")
-class SGD(keras.optimizers.SGD):
+class SGD(_GroupOptimizer, keras.optimizers.SGD):
     """`keras.optimizers.SGD` with one `ResourceApplyKerasMomentum` per variable when it has
     momentum (plain SGD is one op already)."""
 
     def update_step(self, gradient, variable, learning_rate):
+        learning_rate = self._scaled(learning_rate, variable)
         if self.momentum == 0:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
@@ -75,17 +108,19 @@ class SGD(keras.optimizers.SGD):
             use_nesterov=bool(self.nesterov))
 
 
-def make_optimizer(name: str, learning_rate, weight_decay: float | None = None):
+def make_optimizer(name: str, learning_rate, weight_decay: float | None = None, ema: float | None = None):
     """`sgd` (Nesterov momentum 0.9), `adam` or `adamw`, with decoupled weight decay.
 
-    weight_decay None: none for sgd and adam, Keras' 0.004 for adamw; 0: none. Keras'
+    weight_decay None: none for sgd and adam, Keras' 0.004 for adamw; 0: none. ema: the
+    momentum of Keras' moving average of the weights (`use_ema`), None: none. Keras'
     optimizers, each variable's update done by one fused TensorFlow kernel (below).
     """
     wd = weight_decay or None  # Keras' None: no decay op at all
+    averaging = dict(use_ema=True, ema_momentum=ema) if ema else {}
     if name == "sgd":
-        return SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=wd)
+        return SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=wd, **averaging)
     if name == "adamw":
-        return AdamW(learning_rate, weight_decay=0.004 if weight_decay is None else weight_decay)
+        return AdamW(learning_rate, weight_decay=0.004 if weight_decay is None else weight_decay, **averaging)
     if name == "adam":
-        return Adam(learning_rate, weight_decay=wd)
+        return Adam(learning_rate, weight_decay=wd, **averaging)
     raise ValueError(f"unknown optimizer {name!r}")

@@ -133,7 +133,7 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
     two_rates = phase.name == "full" and st.backbone_lr_mult != 1.0
     rates = [st.lr] + ([st.lr * st.backbone_lr_mult] if two_rates else [])
     key = (repr(phase.policy), bn, st.optimizer, st.weight_decay, two_rates, st.label_smoothing,
-           st.class_weights, cached)
+           st.class_weights, cached, st.ema, st.layer_decay, st.l2_sp, st.bss)
     resettable = previous is not None and all(hasattr(s, "reset") for s in previous.schedules)
     if previous is not None and previous.key == key and resettable:
         compiled = previous
@@ -142,14 +142,16 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
                 variable.assign(value)
         for schedule, lr in zip(compiled.schedules, rates):
             schedule.reset(lr, total, warmup)
+        compiled.model.anchor()
     else:
         from kerastl.training.transfer_model import TransferModel
 
         schedules = [make_schedule(lr, total, warmup) for lr in rates]
-        optimizers = [make_optimizer(st.optimizer, schedule, st.weight_decay) for schedule in schedules]
+        optimizers = [make_optimizer(st.optimizer, schedule, st.weight_decay, ema=st.ema) for schedule in schedules]
         # On cached features the model trained is the head alone (it shares its layers
         # with the classifier, which the checkpoints save).
-        model = TransferModel(dataclasses.replace(classifier, model=classifier.head) if cached else classifier)
+        model = TransferModel(dataclasses.replace(classifier, model=classifier.head) if cached else classifier,
+                              l2_sp=st.l2_sp if phase.name == "full" else 0.0, bss=st.bss, on_features=cached)
         model.compile(
             optimizer=optimizers[0],
             backbone_optimizer=optimizers[1] if two_rates else None,
@@ -158,6 +160,11 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
             jit_compile=cfg.train.jit_compile,
         )
         built = model.optimizers()  # as compile wrapped them (loss scaling)
+        if st.layer_decay and phase.name == "full":
+            from kerastl.models.blocks import layer_decay_factors
+
+            inner = getattr(built[-1], "inner_optimizer", built[-1])  # the backbone's (or the only) one
+            inner.scale_learning_rates(layer_decay_factors(classifier.backbone, classifier.spec.family, st.layer_decay))
         compiled = _Compiled(key, model, built, [[v.numpy() for v in o.variables] for o in built], schedules)
     if initial_epoch < phase.epochs:
         trainable = sum(int(np.prod(v.shape)) for v in classifier.model.trainable_variables)
@@ -165,7 +172,8 @@ def _run_phase(ctx: StageContext, index: int, phase: Phase, previous: _Compiled 
                      f"{trainable:,} trainable parameters"
                      + (f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""))
     ctx.fit(compiled.model, train_ds, val_ds, phase=phase.key, label=(phase.stage, phase.name),
-            epochs=phase.epochs, steps=steps, min_steps=cfg.train.eval_every_steps)
+            epochs=phase.epochs, steps=steps, min_steps=cfg.train.eval_every_steps,
+            callbacks=[averaged_at_end()] if st.ema else [])
     require_finite(ctx, f"lower train.{phase.stage}.lr (now {st.lr})")
     return compiled
 
@@ -197,3 +205,17 @@ def frozen_features_apply(cfg, classifier, phase: Phase, augmenter) -> bool:
     return not any(isinstance(layer, stochastic) and getattr(layer, "rate", 1.0) != 0
                    for layer in layers(classifier.model) if layer not in classifier.head.layers)
 
+
+def averaged_at_end():
+    """A callback: at the end of a phase's last epoch, before its checkpoint commit, every
+    optimizer puts the moving averages of its variables in their place (`train.*.ema`), so
+    the checkpoint, the evaluation and the saved model all hold the averaged weights."""
+    import keras
+
+    class AveragedAtEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == self.params["epochs"]:
+                for optimizer in self.model.optimizers():
+                    optimizer.finalize_variable_values(None)
+
+    return AveragedAtEnd()

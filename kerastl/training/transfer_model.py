@@ -15,16 +15,33 @@ class TransferModel(keras.Model):
     multiplier), so `compile` takes a second optimizer for the backbone's variables.
     Only the wrapped `classifier` is saved as the run's model.
 
+    Two regularizers of fine-tuning act in the train step, each added to the loss:
+
+    - L2-SP (Li et al., 2018): `l2_sp / 2 * sum ||w - w0||^2` over the backbone's trained
+      weights, w0 their values when the phase was compiled (`anchor()` sets them again
+      for a phase that reuses this model). The start values are variables of this model,
+      so a resumed run's checkpoint brings them back.
+    - Batch spectral shrinkage (Chen et al., 2019): `bss * s_min^2`, the smallest singular
+      value of the batch's feature matrix (TLlib's k = 1).
+
     Args:
         classifier: a `Classifier` handle from `models.factory`.
+        l2_sp: weight of L2-SP; 0: off.
+        bss: weight of batch spectral shrinkage; 0: off.
+        on_features: the model trains the head on features computed beforehand (its
+            inputs are the features).
     """
 
-    def __init__(self, classifier, **kwargs):
+    def __init__(self, classifier, *, l2_sp: float = 0.0, bss: float = 0.0, on_features: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.classifier = classifier.model
         self.backbone = classifier.backbone
+        self.features = None if on_features else classifier.features
+        self.head = classifier.head
+        self.l2_sp, self.bss = float(l2_sp), float(bss)
         self.backbone_optimizer = None
         self._backbone_ids: set[int] = set()
+        self._anchored: list = []  # (backbone variable, its start value)
 
     def call(self, inputs, training=None):
         return self.classifier(inputs, training=training)
@@ -42,6 +59,27 @@ class TransferModel(keras.Model):
         else:
             self.optimizer.build(head)
             backbone_optimizer.build(backbone)
+        if self.l2_sp and not self._anchored:
+            self._anchored = [(v, keras.Variable(keras.ops.copy(v), trainable=False, name=f"start_{i}"))
+                              for i, v in enumerate(backbone)]
+
+    def anchor(self):
+        """L2-SP's start values := the backbone's weights now (a phase's start)."""
+        for variable, start in self._anchored:
+            start.assign(keras.ops.copy(variable))
+
+    def regularization(self, features):
+        """The regularizers' part of the loss for a batch whose features are `features`."""
+        import tensorflow as tf
+
+        terms = []
+        if self._anchored:
+            terms.append(0.5 * self.l2_sp * tf.add_n([tf.reduce_sum(tf.square(v.value - start.value))
+                                                       for v, start in self._anchored]))
+        if self.bss:
+            singular = tf.linalg.svd(tf.cast(features, tf.float32), compute_uv=False)  # descending
+            terms.append(self.bss * tf.square(singular[-1]))
+        return tf.add_n(terms) if terms else None
 
     def variable_groups(self):
         """(head variables, backbone variables) among the trainable ones."""
@@ -62,10 +100,18 @@ class TransferModel(keras.Model):
                       (self.backbone_optimizer, [v for v in self.trainable_variables if id(v) in self._backbone_ids])]
 
         def loss_fn():
-            y_pred = self(x, training=True)
+            if self.bss:
+                features = x if self.features is None else self.features(x, training=True)
+                y_pred = self.head(features, training=True)
+            else:
+                features, y_pred = None, self(x, training=True)
             # Under a strategy Keras divides the loss by the number of replicas, so that
             # the gradients summed over replicas are those of the global batch's mean.
-            return self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight), y_pred
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+            extra = self.regularization(features)
+            if extra is not None:
+                loss = loss + keras.ops.cast(extra, loss.dtype) / replicas()
+            return loss, y_pred
 
         loss, y_pred = apply_scaled(loss_fn, groups)
         for metric in self.metrics:
