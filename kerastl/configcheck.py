@@ -170,6 +170,13 @@ def cross_checks(cfg):
         method_params(cfg.adapt.method, cfg.adapt.params)
         if cfg.train.batch_size < 2:
             raise Invalid("train.batch_size", cfg.train.batch_size, "at least 2 (half source, half target)")
+        for section in ("source", "target"):
+            mixing = [name for name in (getattr(cfg, section).augment or {})
+                      if str(name).lower().replace("_", "").replace("-", "") in ("mixup", "cutmix")]
+            if mixing:
+                raise Invalid(f"{section}.augment.{mixing[0]}", getattr(cfg, section).augment[mixing[0]],
+                              "no mixup or cutmix with an adapt section: they mix labels, which adaptation's "
+                              "target has not (use them for fine-tuning, without adapt)")
         if cfg.adapt.epochs is not None and cfg.adapt.steps is not None:
             raise Invalid("adapt.epochs", cfg.adapt.epochs,
                            f"null while adapt.steps is set ({cfg.adapt.steps}): the budget is one or the "

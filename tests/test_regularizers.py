@@ -208,3 +208,53 @@ def test_bss_adds_the_smallest_singular_value_to_the_loss():
     smallest = np.linalg.svd(features, compute_uv=False)[-1]
     assert losses[50.0] - losses[0.0] == pytest.approx(50.0 * smallest**2, rel=1e-3)
     assert 50.0 * smallest**2 > 1e-3
+
+
+def test_mixup_and_cutmix_mix_labels_in_the_pipeline():
+    """The training batches of a split with mixup / cutmix carry mixed (not one-hot) labels
+    whose rows still sum to 1; the same seed gives the same batches."""
+    from kerastl.data.augment import build_augmenter
+    from kerastl.data.pipeline import build_dataset
+    from kerastl.data.splits import Split
+
+    rng = np.random.default_rng(0)
+    split = Split(images=rng.integers(0, 255, (32, 32, 32, 3)).astype("uint8"), labels=np.arange(32) % 4)
+    for spec in ({"mixup": 0.4}, {"cutmix": 1.0}, {"randaugment": 0.5, "mixup": 0.4}):
+        def batches():
+            ds = build_dataset(split, 32, 16, 4, training=True, seed=1, augmenter=build_augmenter(spec, "target"),
+                               cache=False)
+            return [(x.numpy(), y.numpy()) for x, y in ds.take(2)]
+
+        first, again = batches(), batches()
+        labels = np.concatenate([y for _, y in first])
+        assert np.allclose(labels.sum(axis=1), 1.0)
+        assert ((labels > 0) & (labels < 1)).any(axis=1).mean() > 0.5, spec
+        for (xa, ya), (xb, yb) in zip(first, again):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+
+
+def test_randaugment_is_drawn_from_the_batch_seed():
+    """Keras' RandAugment draws from its own generator; the augmenter makes it draw from
+    the batch's seed: two seeds, two results; one seed, one result."""
+    import tensorflow as tf
+
+    from kerastl.data.augment import build_augmenter
+
+    augmenter = build_augmenter({"randaugment": {"num_ops": 2, "factor": 0.5}}, "target")
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32"))
+    a = augmenter(images, tf.constant([1, 2], tf.int64)).numpy()
+    b = augmenter(images, tf.constant([1, 2], tf.int64)).numpy()
+    c = augmenter(images, tf.constant([1, 3], tf.int64)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1.0 and np.abs(a - images.numpy()).max() > 1.0
+
+
+def test_mixup_with_adaptation_is_refused(tmp_path):
+    from kerastl.config import config_from_dict
+    from kerastl.errors import ConfigError
+
+    data = tiny_config(adapt={"method": "dann"})
+    data["source"]["augment"] = {"mixup": 0.2}
+    with pytest.raises(ConfigError, match=r"source\.augment\.mixup.*no mixup or cutmix with an adapt section"):
+        config_from_dict(data)

@@ -1,9 +1,12 @@
 """Augmentations configured in YAML, built from Keras preprocessing layers.
 
     augment: {flip: horizontal, rotate: 0.05, zoom: 0.1, translate: 0.1, contrast: 0.2}
+    augment: {randaugment: {num_ops: 2, factor: 0.3}, mixup: 0.2, cutmix: 1.0}
 
 Each value is the layer's main argument, or a mapping of its keyword arguments. Batches are
 augmented with seeds derived from (run seed, epoch, batch): the same seed, the same run.
+`mixup` and `cutmix` mix images and their labels within a batch; they come after the
+others, and only labelled training (pretrain, finetune) takes them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ for _name, _cls, _arg in [
     ("contrast", "RandomContrast", "factor"),
     ("brightness", "RandomBrightness", "factor"),
     ("crop", "RandomCrop", "height"),
+    ("randaugment", "RandAugment", "factor"),
+    ("mixup", "MixUp", "alpha"),
+    ("cutmix", "CutMix", "factor"),
 ]:
     AUGMENTATIONS.register(_name, _layer(_cls, _arg))
 
@@ -64,16 +70,23 @@ class Augmenter:
     """
 
     def __init__(self, layers: list):
-        self.layers = layers
+        # Layers that mix labels act last, on the batch the others made.
+        self.layers = sorted(layers, key=_mixes_labels)
 
-    def __call__(self, images, seed):
-        """images: float32 (batch, h, w, 3); seed: int64 tensor of shape (2,)."""
+    @property
+    def mixes_labels(self) -> bool:
+        return any(map(_mixes_labels, self.layers))
+
+    def __call__(self, images, seed, labels=None):
+        """images: float32 (batch, h, w, 3); seed: int64 tensor of shape (2,); labels:
+        one-hot (batch, classes), needed when a layer mixes them. Returns the images, or
+        (images, labels) when labels are given."""
         import tensorflow as tf
 
         group = []  # consecutive geometric layers that resample alike: (layer, transformation)
         for i, layer in enumerate(self.layers):
             draws = _seed_stream(tf.random.experimental.stateless_fold_in(seed, i))
-            transformation = layer.get_random_transformation(images, training=True, seed=draws)
+            transformation = _draw(layer, images, draws)
             key = _affine_key(layer)
             if group and key != _affine_key(group[0][0]):
                 images, group = _apply_affine(images, group), []
@@ -81,7 +94,35 @@ class Augmenter:
                 group.append((layer, transformation))
             else:
                 images = layer.transform_images(images, transformation, training=True)
-        return _apply_affine(images, group) if group else images
+                if _mixes_labels(layer):
+                    if labels is None:
+                        raise ValueError(f"{layer.name} mixes labels: call the augmenter with them")
+                    labels = layer.transform_labels(labels, transformation, training=True)
+        images = _apply_affine(images, group) if group else images
+        return images if labels is None else (images, labels)
+
+
+def _mixes_labels(layer) -> bool:
+    import keras
+
+    return isinstance(layer, (keras.layers.MixUp, keras.layers.CutMix))
+
+
+def _draw(layer, images, draws):
+    """`layer`'s random transformation of `images`, drawn from `draws` (a seed stream).
+
+    Works around Keras 3's RandAugment, whose `get_random_transformation` ignores its
+    `seed` argument and draws from the layer's own stateful generator (a race inside a
+    parallel tf.data map): for the draw, that generator is the stream."""
+    import keras
+
+    if isinstance(layer, keras.layers.RandAugment):
+        own, layer.generator = layer.generator, draws
+        try:
+            return layer.get_random_transformation(images, training=True, seed=draws)
+        finally:
+            layer.generator = own
+    return layer.get_random_transformation(images, training=True, seed=draws)
 
 
 def _affine_key(layer):

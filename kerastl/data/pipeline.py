@@ -241,9 +241,15 @@ def build_dataset(
         def augment(g, b):
             e = initial_epoch + g // batches_per_epoch
             i = g % batches_per_epoch
-            return (augmenter(b[0], tf.stack([tf.constant(seed, tf.int64), e * 1_000_003 + i])), b[1])
+            batch_seed = tf.stack([tf.constant(seed, tf.int64), e * 1_000_003 + i])
+            if not augmenter.mixes_labels:
+                return label(augmenter(b[0], batch_seed), b[1])
+            # MixUp / CutMix mix the one-hot labels with the images; a class weight stays
+            # that of the image's own class.
+            x, onehot = augmenter(b[0], batch_seed, labels=tf.one_hot(b[1], num_classes))
+            return (x, onehot) if weight_table is None else (x, onehot, tf.gather(weight_table, b[1]))
 
-        epochs_ds = epochs_ds.enumerate().map(augment, num_parallel_calls=AUTOTUNE)
+        return epochs_ds.enumerate().map(augment, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
     return epochs_ds.map(label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
