@@ -60,7 +60,8 @@ def main(verbose):
     kerastl predict saved_models/RUN img.jpg
     kerastl export saved_models/RUN     SavedModel for TF Serving
     kerastl convert saved_models/RUN --quantize int8   TFLite for phones
-    kerastl rank my.yaml -c RUN -c ResNet50   which starting point fits the target best
+    kerastl lr-find my.yaml             the loss against the learning rate, a suggested rate
+  kerastl rank my.yaml -c RUN -c ResNet50   which starting point fits the target best
   kerastl backbones                   the backbones you can use
     """
     if verbose:
@@ -370,6 +371,43 @@ def compare(runs_, out):
     table, path = compare_runs(runs_, out)
     click.echo(table)
     click.echo(f"\ncurves: {path}")
+
+
+@main.command(name="lr-find")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--stage", type=click.Choice(["pretrain", "finetune"]),
+              help="The stage whose learning rate to find (default: the config's first).")
+@click.option("--from", "start_from", type=click.Path(file_okay=False, exists=True), metavar="RUN",
+              help="Start from RUN's model (fine-tuning a config that pretrains: a finished run of it).")
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=5), help="Steps of the sweep.")
+@click.option("--min-lr", default=1e-7, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--max-lr", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key. Repeatable.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for lr_find.png and lr_find.csv (default: saved_models/<name>-lr-find).")
+@_user_errors
+@_tensorflow_quietly
+def lr_find(config, stage, start_from, steps, min_lr, max_lr, overrides, out):
+    """The loss as the learning rate grows exponentially, one batch per step, and a
+    suggested rate for CONFIG's stage (fastai's lr_find).
+
+    Everything else is the stage's own: model, data, augmentation, optimizer and backbone
+    multiplier. Pick a rate where the loss still falls steeply, before its minimum; the
+    suggestion is fastai's "valley" rule.
+    """
+    from kerastl.config import load_config
+    from kerastl.training.lr_find import lr_find as find, write
+
+    if min_lr >= max_lr:
+        raise KerastlError(f"--min-lr {min_lr:g} must be below --max-lr {max_lr:g}")
+    cfg = load_config(config, overrides)
+    result = find(cfg, stage=stage, start_from=start_from, steps=steps, min_lr=min_lr, max_lr=max_lr,
+                  echo=click.echo)
+    png = write(result, Path(out or f"saved_models/{cfg.name}-lr-find"))
+    click.echo(f"\n  {len(result.rates)} steps; suggested learning rates for train.{result.stage}.lr:")
+    for name, rate in result.suggestions.items():
+        click.echo(f"    {name:<14} {rate:.2e}")
+    click.echo(f"  plot     {png}\n  try      --set train.{result.stage}.lr={result.suggestions['valley']:.2g}")
 
 
 @main.command()

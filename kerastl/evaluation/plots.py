@@ -151,3 +151,26 @@ def embedding_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], seed: int =
         ax.set_yticks([])
         ax.legend(fontsize=7)
     return png_uri(fig), how
+
+
+def lr_find_png(rates, smoothed, suggestions: dict, title: str) -> bytes:
+    """PNG bytes: the smoothed loss against the learning rate (log scale), each suggested
+    rate a dashed line."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = _figure(6.0, 3.6)
+    ax.plot(rates, smoothed, color="#1f77b4")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss (smoothed)")
+    low, high = min(smoothed), max(smoothed[0], 2 * min(smoothed))
+    ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    for (name, rate), colour in zip(suggestions.items(), ("#d62728", "#2ca02c", "#7f7f7f")):
+        ax.axvline(rate, color=colour, linestyle="--", linewidth=1, label=f"{name} {rate:.2e}")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
