@@ -40,6 +40,9 @@ VARIANTS = {
     "l2sp1": ["train.finetune.l2_sp=1.0"],
     "layer_decay": ["train.finetune.layer_decay=0.8"],
     "bss": ["train.finetune.bss=0.001"],
+    "bss01": ["train.finetune.bss=0.01"],
+    "bss_mixup": ["train.finetune.bss=0.001", f"target.augment={{{AUGMENT}, mixup: 0.2}}"],
+    "bss_l2sp": ["train.finetune.bss=0.001", "train.finetune.l2_sp=0.01"],
 }
 
 
