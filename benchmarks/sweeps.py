@@ -137,10 +137,12 @@ def collect(args):
             f"(top {len(s['ensemble']['members'])}) | **{m:.3f}** | {s['model']['steps']:,} steps | "
             f"{100 * (m - s['best_single_method']['mean']):+.1f} "
             f"points | {100 * (m - s['best_trial']):+.1f} points | {s['timing'].get('trials_wall_seconds', 0) / 60:.0f} min |")
+    recipes = {}  # one footnote per changed recipe, naming its sweeps
     for s in sweeps:
         if s["overrides"]:
-            lines += ["", f"(*) {s['task']} seed {s['seed']}: every trial with "
-                      + ", ".join(f"`{o}`" for o in s["overrides"]) + "."]
+            recipes.setdefault(tuple(s["overrides"]), []).append(f"{s['task']} seed {s['seed']}")
+    for overrides, named in recipes.items():
+        lines += ["", f"(*) {'; '.join(named)}: every trial with " + ", ".join(f"`{o}`" for o in overrides) + "."]
     with_refs = [s for s in sweeps if s["references"]]
     if with_refs:
         lines += ["", "The share of the source-only -> target-oracle gap the shipped model closes, with those two "
