@@ -48,11 +48,10 @@ def _backbone_features(cfg, name: str, weights: Optional[str], num_classes: int)
 
 def _run_features(path: str):
     from kerastl.models.factory import features_model
-    from kerastl.predict import input_size
 
     model = runs.load_model(path)
     run_cfg = runs.read_config(path)
-    return (features_model(model), model, input_size(model),
+    return (features_model(model), model, int(model.input_shape[1]),
             f"run {run_cfg.name}: {run_cfg.model.backbone} ({len(runs.read_labels(Path(path)))} classes)")
 
 
