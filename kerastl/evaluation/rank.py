@@ -32,7 +32,8 @@ class Ranked:
 
 def _backbone_features(cfg, name: str, weights: Optional[str], num_classes: int):
     """The pooled features model of a keras.applications backbone built as the config's
-    model section says, with `name` and, when given, `weights`."""
+    model section says (its input size: the one fine-tuning would use), with `name` and,
+    when given, `weights`; `backbone_args` only when `name` is the config's backbone."""
     from kerastl.models.backbones import get_backbone_spec
     from kerastl.models.factory import build_classifier
 
@@ -40,7 +41,6 @@ def _backbone_features(cfg, name: str, weights: Optional[str], num_classes: int)
     same = get_backbone_spec(cfg.model.backbone).name == spec.name
     model_cfg = dataclasses.replace(cfg.model, backbone=spec.name, weights=weights or cfg.model.weights,
                                     backbone_args=cfg.model.backbone_args if same else {},
-                                    input_size=cfg.model.input_size if same else None,
                                     bottleneck=None, hidden=[])  # untrained layers would only blur the features
     classifier = build_classifier(model_cfg, num_classes)
     return classifier.features, None, classifier.input_size, f"{spec.name} (weights: {model_cfg.weights})"
