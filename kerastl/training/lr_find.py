@@ -13,7 +13,6 @@ it far past any useful rate.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +122,7 @@ def lr_find(cfg, *, stage: str | None = None, start_from: str | None = None, ste
             return self.scale * min_lr * keras.ops.power(ratio, progress)
 
     two_rates = st.backbone_lr_mult != 1.0
-    model = TransferModel(dataclasses.replace(classifier))
+    model = TransferModel(classifier)
     model.compile(optimizer=make_optimizer(st.optimizer, Exponential(), st.weight_decay),
                   backbone_optimizer=(make_optimizer(st.optimizer, Exponential(st.backbone_lr_mult), st.weight_decay)
                                       if two_rates else None),
