@@ -43,14 +43,19 @@ def _figure(width=6.0, height=3.2):
     return plt.subplots(figsize=(width, height), dpi=80)
 
 
-def png_uri(fig) -> str:
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def png_uri(fig) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig)).decode("ascii")
 
 
 def curve_plots(history: list[dict]) -> list[tuple[str, str]]:
@@ -156,8 +161,6 @@ def embedding_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], seed: int =
 def lr_find_png(rates, smoothed, suggestions: dict, title: str) -> bytes:
     """PNG bytes: the smoothed loss against the learning rate (log scale), each suggested
     rate a dashed line."""
-    import matplotlib.pyplot as plt
-
     fig, ax = _figure(6.0, 3.6)
     ax.plot(rates, smoothed, color="#1f77b4")
     ax.set_xscale("log")
@@ -169,8 +172,4 @@ def lr_find_png(rates, smoothed, suggestions: dict, title: str) -> bytes:
         ax.axvline(rate, color=colour, linestyle="--", linewidth=1, label=f"{name} {rate:.2e}")
     ax.legend(fontsize=8)
     ax.set_title(title)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
