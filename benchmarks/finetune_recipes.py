@@ -43,12 +43,23 @@ VARIANTS = {
     "bss01": ["train.finetune.bss=0.01"],
     "bss_mixup": ["train.finetune.bss=0.001", f"target.augment={{{AUGMENT}, mixup: 0.2}}"],
     "bss_l2sp": ["train.finetune.bss=0.001", "train.finetune.l2_sp=0.01"],
+    # twice the fine-tuning steps: pretraining dominates the job's time, so this costs little
+    "long": ["train.finetune.epochs=160"],
+    "mixup_long": [f"target.augment={{{AUGMENT}, mixup: 0.2}}", "train.finetune.epochs=160"],
+    "bss_mixup_long": ["train.finetune.bss=0.001", f"target.augment={{{AUGMENT}, mixup: 0.2}}",
+                       "train.finetune.epochs=160"],
+    "mixup4_long": [f"target.augment={{{AUGMENT}, mixup: 0.4}}", "train.finetune.epochs=160"],
+    # semi-supervised: MME with the same labels plus the unlabelled target images (another config)
+    "mme": [],
 }
+# variants that run a config of their own instead of the default job
+CONFIGS = {"mme": "configs/digits_mme.yaml"}
 
 
 def run(variant: str, seed: int, labels: int, workdir: Path) -> dict:
     out = workdir / f"{variant}-{labels}-{seed}"
-    cmd = [sys.executable, "-m", "kerastl", "train", "--quiet", "--out", str(out),
+    config = [str(Path(__file__).parents[1] / CONFIGS[variant])] if variant in CONFIGS else []
+    cmd = [sys.executable, "-m", "kerastl", "train", *config, "--quiet", "--out", str(out),
            "--set", f"seed={seed}", "--set", f"target.labels_per_class={labels}", "--set", "train.report=false"]
     for override in VARIANTS[variant]:
         cmd += ["--set", override]
