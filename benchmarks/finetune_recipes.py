@@ -48,7 +48,14 @@ VARIANTS = {
     "mixup_long": [f"target.augment={{{AUGMENT}, mixup: 0.2}}", "train.finetune.epochs=160"],
     "bss_mixup_long": ["train.finetune.bss=0.001", f"target.augment={{{AUGMENT}, mixup: 0.2}}",
                        "train.finetune.epochs=160"],
+    "long240": ["train.finetune.epochs=240"],
+    "long_bss": ["train.finetune.bss=0.001", "train.finetune.epochs=160"],
+    "long_ema": ["train.finetune.ema=0.99", "train.finetune.epochs=160"],
     "mixup4_long": [f"target.augment={{{AUGMENT}, mixup: 0.4}}", "train.finetune.epochs=160"],
+    # pretraining with the adaptation configs' photometric source augmentation
+    "photometric": [f"source.augment={{{AUGMENT}, contrast: 0.7, brightness: 0.3}}"],
+    "photometric_mixup": [f"source.augment={{{AUGMENT}, contrast: 0.7, brightness: 0.3}}",
+                          f"target.augment={{{AUGMENT}, mixup: 0.2}}"],
     # semi-supervised: MME with the same labels plus the unlabelled target images (another config)
     "mme": [],
 }
