@@ -47,6 +47,8 @@ TASKS = {
         "augment: {rotate: 0.03, zoom: 0.1, translate: 0.08, contrast: 0.7, brightness: 0.3}}",
         "target={dataset: digits-m, val_fraction: 0.1, test_fraction: 0.3}",
     ],
+    # partial: the target holds five of the source's ten classes
+    "syndigits->digits-partial": ['target.classes=["0", "1", "2", "3", "4"]'],
     "syndigits->syndigits-lowres": [  # rendered digits -> low resolution, low contrast, noisy
         "target={dataset: syndigits-lowres, num_examples: 6000, val_fraction: 0.1, test_fraction: 0.3}",
     ],

@@ -13,3 +13,7 @@ for name, make in (("reference/config.md", reference_pages.config_reference),
                    ("benchmarks.md", reference_pages.benchmarks_page)):
     with mkdocs_gen_files.open(name, "w") as f:
         f.write(make())
+
+for figure in reference_pages.benchmark_figures():
+    with mkdocs_gen_files.open(figure.name, "wb") as f:
+        f.write(figure.read_bytes())

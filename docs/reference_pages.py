@@ -189,6 +189,13 @@ def benchmark_entries() -> list[dict]:
     return yaml.safe_load((ROOT / "benchmarks" / "results" / "index.yaml").read_text())["tables"]
 
 
+def benchmark_figures() -> list[Path]:
+    """The figures drawn from the results files (listed under `data` in index.yaml): the
+    benchmarks page shows them beside their tables, so they are copied to the site's root."""
+    data = yaml.safe_load((ROOT / "benchmarks" / "results" / "index.yaml").read_text()).get("data", [])
+    return [ROOT / "benchmarks" / "results" / name for name in data if name.endswith(".png")]
+
+
 def benchmarks_page() -> str:
     parts = ["# Benchmarks",
              "The current result tables, generated from `benchmarks/results/` (listed in its "

@@ -58,6 +58,10 @@ class DataConfig:
     # section (target): semi-supervised adaptation, the N per class train with labels and
     # every training image feeds the adaptation loss unlabelled.
     labels_per_class: Optional[int] = field(default=None, metadata={"min": 1})
+    # Keep only these classes (their names, as labels.txt spells them), numbered in this
+    # order; null keeps every class. A target with fewer classes than its source is a partial
+    # transfer: its classes are found among the source's by name.
+    classes: Optional[list[str]] = None
     # Number of images rendered for `syndigits`.
     num_examples: int = field(default=6000, metadata={"min": 20})
     # Keep decoded, resized images in memory after epoch 1 (or in files in this folder);
@@ -101,6 +105,10 @@ class ModelConfig:
     # backbone's own (0.999 for MobileNetV3 / EfficientNet), which is too slow to settle in
     # a short training from scratch.
     bn_momentum: Optional[float] = field(default=None, metadata={"range": (0.0, 1.0)})
+    # When the target's classes are some of the source's (a partial transfer): the classes
+    # the saved model outputs and the target is evaluated on. `target`: the target's own
+    # (the source's probabilities for them, renormalized); `source`: every source class.
+    partial_outputs: Literal["target", "source"] = "target"
 
 
 @dataclass

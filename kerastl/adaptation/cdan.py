@@ -52,7 +52,7 @@ class CDAN(DANN):
         outer = tf.einsum("bi,bj->bij", p, f)
         return tf.reshape(outer, [-1, self.feature_dim * self.num_classes])
 
-    def sample_weights(self, p, n_source):
+    def sample_weights(self, batch, p, n_source):
         if not self.hp["entropy"]:
             return None
         entropy = -tf.reduce_sum(p * tf.math.log(p + 1e-5), axis=1)

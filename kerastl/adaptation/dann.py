@@ -63,7 +63,9 @@ class DANN(AdaptationModel):
     def current_lambda(self):
         return grl_lambda(self.progress, self.hp["gamma"], self.hp["max_lambda"])
 
-    def sample_weights(self, p, n_source):
+    def sample_weights(self, batch, p, n_source):
+        """Weights of the discriminator's examples (source rows, then target rows), or None
+        for equal weights; `p` holds their class probabilities."""
         return None
 
     def adaptation_loss(self, batch):
@@ -73,5 +75,5 @@ class DANN(AdaptationModel):
         p = tf.concat([batch.ps, batch.pt], axis=0)
         d = self.discriminator(self.grl(self.discriminator_input(f, p)), training=True)
         n_source = tf.shape(batch.fs)[0]
-        loss, acc = domain_loss(d, n_source, self.sample_weights(p, n_source))
+        loss, acc = domain_loss(d, n_source, self.sample_weights(batch, p, n_source))
         return loss, {"domain_accuracy": acc, "lambda": lam}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
+
 from kerastl.data.splits import SOURCES, DomainData, take_per_class
 from kerastl.errors import DataError
 
@@ -35,6 +37,9 @@ def load_domain(cfg, seed: int, origin: str) -> DomainData:
     data = load(argument, cfg, seed, origin)
     class_names, splits = data.class_names, data.splits
     if not data.labelled:
+        if cfg.classes:
+            raise DataError(f"{origin}.classes: {name!r} has no labels (no class sub-folders), so no classes to "
+                            "keep; remove classes or give the folder class sub-folders")
         if cfg.labels_per_class:
             raise DataError(f"{origin}.labels_per_class: {name!r} has no labels (no class sub-folders); "
                             "remove labels_per_class or give the folder class sub-folders")
@@ -46,6 +51,8 @@ def load_domain(cfg, seed: int, origin: str) -> DomainData:
             f"{origin}.dataset: {name!r} has {len(class_names)} class ({class_names}); "
             "a classifier needs at least 2 classes"
         )
+    if cfg.classes:
+        class_names, splits = keep_classes(class_names, splits, cfg.classes, f"{origin}.classes", name)
     if "train" not in splits or len(splits["train"]) == 0:
         raise DataError(f"{origin}.dataset: {name!r} has no training examples")
     if cfg.labels_per_class:
@@ -55,3 +62,20 @@ def load_domain(cfg, seed: int, origin: str) -> DomainData:
         splits["pool"] = splits["train"]
         splits["train"] = splits["train"].subset(index)
     return DomainData(name=name, class_names=list(class_names), splits=splits, skipped=data.skipped)
+
+
+def keep_classes(class_names: list, splits: dict, keep: list, key: str, name: str) -> tuple[list, dict]:
+    """(`keep`, every split with only the examples of those classes, numbered in `keep`'s
+    order); a DataError naming `key` when a class is not among `class_names` or repeats."""
+    missing = [c for c in keep if c not in class_names]
+    if missing:
+        raise DataError(f"{key}: {missing} not among the classes of {name!r}: "
+                        f"{class_names[:20]}{'...' if len(class_names) > 20 else ''}")
+    if len(set(keep)) != len(keep):
+        raise DataError(f"{key}: {[c for c in keep if keep.count(c) > 1][0]!r} is listed twice")
+    if len(keep) < 2:
+        raise DataError(f"{key}: {keep} keeps {len(keep)} class; a classifier needs at least 2")
+    mapping = np.full(len(class_names), -1, np.int32)
+    mapping[[class_names.index(c) for c in keep]] = np.arange(len(keep))
+    kept = {split: s.relabel(mapping) for split, s in splits.items()}
+    return list(keep), {split: s for split, s in kept.items() if len(s)}

@@ -3,6 +3,7 @@ rules they share (train/val/test carving, few labels per class)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -55,6 +56,19 @@ class Split:
         keep_t = tf.constant(keep)
         ds = self.dataset.enumerate().filter(lambda i, ex: keep_t[i]).map(lambda i, ex: ex)
         return Split(labels=self.labels[np.sort(index)], dataset=ds)
+
+
+    def relabel(self, mapping: np.ndarray) -> "Split":
+        """The examples whose class `mapping` keeps (mapping[label] >= 0), labelled
+        mapping[label]."""
+        mapping = np.asarray(mapping, dtype=np.int32)
+        kept = self.subset(np.flatnonzero(mapping[self.labels] >= 0))
+        if kept.dataset is None:
+            return dataclasses.replace(kept, labels=mapping[kept.labels])
+        import tensorflow as tf
+
+        table = tf.constant(mapping)
+        return Split(labels=mapping[kept.labels], dataset=kept.dataset.map(lambda x, y: (x, tf.gather(table, y))))
 
 
 @dataclass

@@ -212,6 +212,20 @@ def assemble_classifier(backbone, num_classes: int, *, preprocessing=(), pooling
     return Classifier(model=model, backbone=backbone, features=features, head=head, input_size=size, spec=spec)
 
 
+def restrict_classes(model, indices):
+    """`model` (a kerastl classifier) with only the classes at `indices`, in that order: its
+    softmax layer's columns for them, so each image's probabilities are the full model's
+    for those classes, renormalized. Shares every other layer with `model`."""
+    import keras
+
+    last = model.get_layer("predictions")
+    dense = keras.layers.Dense(len(indices), activation="softmax", dtype="float32", name="predictions")
+    outputs = dense(last.input)  # the model's own call of it (the head sub-model calls it too)
+    kernel, bias = last.get_weights()
+    dense.set_weights([kernel[:, indices], bias[indices]])
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
 def nested_backbone(model):
     """The backbone of a kerastl classifier read from a file (the one nested model); a
     classifier built here names it in its `Classifier` handle instead."""

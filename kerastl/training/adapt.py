@@ -98,7 +98,8 @@ def run(ctx: StageContext) -> StageResult:
     validators = None
     if val_ds is not None and heldout is not None and len(heldout) > 1:
         validators = validators_callback(classifier, val_split, heldout, target.splits.get("test"),
-                                         batch=batch, num_classes=target.num_classes, seed=cfg.seed)
+                                         batch=batch, num_classes=target.num_classes, seed=cfg.seed,
+                                         target_classes=ctx.target_classes)
     selection = ac.selection
     if selection == "auto":
         selection = "im" if validators is not None else "source_val" if val_ds is not None else "last"

@@ -94,7 +94,7 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
 
     from kerastl.data.augment import build_augmenter
     from kerastl.data.domain import load_domain
-    from kerastl.models.factory import build_classifier, validate_unfreeze
+    from kerastl.models.factory import build_classifier, restrict_classes, validate_unfreeze
     from kerastl.training import adapt, finetune
     from kerastl.training.checkpoint import Checkpoint
     from kerastl.training.distribute import (configure_threads, describe, make_strategy, precision,
@@ -119,7 +119,9 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
                       "target": build_augmenter(cfg.target.augment, "target")}
         target = load_domain(cfg.target, cfg.data_seed, "target")
         source = load_domain(cfg.source, cfg.data_seed, "source") if cfg.source is not None else None
-        target = _check_classes(cfg, source, target)
+        target, partial = _check_classes(cfg, source, target)
+        # What the saved model outputs: the target's own classes in a partial transfer.
+        restricted = partial is not None and cfg.model.partial_outputs == "target"
 
         # === Run inputs ===
         skipped = (source.skipped if source else []) + target.skipped
@@ -127,7 +129,8 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         if skipped:
             log.warning("%d image file(s) could not be decoded and were left out; see %s",
                         len(skipped), run_dir / runs.SKIPPED)
-        runs.atomic_write(run_dir / runs.LABELS, "\n".join(target.class_names) + "\n")
+        outputs = partial.own.class_names if restricted else target.class_names
+        runs.atomic_write(run_dir / runs.LABELS, "\n".join(outputs) + "\n")
 
         # === Classifier ===
         classifier = build_classifier(cfg.model, target.num_classes)
@@ -150,15 +153,20 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         stage = adapt if cfg.adapt is not None else finetune
         ctx = StageContext(cfg=cfg, run_dir=run_dir, classifier=classifier, source=source, target=target,
                            augmenters=augmenters, checkpoint=checkpoint, state=state, history=history,
-                           quiet=quiet, echo=echo)
+                           quiet=quiet, echo=echo, target_classes=partial.indices if partial else None)
         result = stage.run(ctx)
 
         # === Evaluate ===
-        eval_domains = {"target_val": (target, "val"), "target_test": (target, "test")}
+        model, shipped_target = classifier.model, target
+        if restricted:
+            model, shipped_target = restrict_classes(classifier.model, partial.indices), partial.own
+        metrics = {}
         if source is not None:
-            eval_domains = {"source_val": (source, "val"), **eval_domains}
-        metrics = evaluate_splits(classifier.model, eval_domains, classifier.input_size, cfg.train.batch_size,
-                                  cfg.train.top_k)
+            metrics = evaluate_splits(classifier.model, {"source_val": (source, "val")}, classifier.input_size,
+                                      cfg.train.batch_size, cfg.train.top_k)
+        metrics.update(evaluate_splits(model, {"target_val": (shipped_target, "val"),
+                                               "target_test": (shipped_target, "test")},
+                                       classifier.input_size, cfg.train.batch_size, cfg.train.top_k))
         if result.report is not None:
             metrics["adaptation"] = result.report
         digest = weights_digest(classifier.model)
@@ -167,16 +175,17 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
 
         # === Save run ===
         sync_batchnorm(classifier.model, False)  # the saved model runs anywhere, one device
-        runs.atomic_save(run_dir / runs.MODEL, classifier.model.save)
+        runs.atomic_save(run_dir / runs.MODEL, model.save)
         runs.write_json(run_dir / runs.METRICS, metrics)
-        report = _write_report(cfg, run_dir, classifier.model, source, target) if cfg.train.report else None
+        report = _write_report(cfg, run_dir, model, source, shipped_target) if cfg.train.report else None
 
     epochs_run = epochs_in(history) - resumed_epochs
     lines = [
         "",
         f"kerastl run {run_dir}",
         f"  model    {classifier.spec.name} at {classifier.input_size}x{classifier.input_size}, "
-        f"weights={cfg.model.weights}, {target.num_classes} classes",
+        f"weights={cfg.model.weights}, {len(outputs)} classes"
+        + (f" (the target's, of the source's {target.num_classes})" if restricted else ""),
         f"  trained  {result.trained}",
         f"  time     {time.time() - started:.0f} s",
     ]
@@ -190,7 +199,7 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
     if not target.labelled:
         lines.append(f"  target       {sum(len(s) for s in target.splits.values())} images without labels: "
                      "no target accuracy to report (see report.html and kerastl predict)")
-    warning = chance_warning(history, metrics, target.num_classes)
+    warning = chance_warning(history, metrics, len(outputs))
     if warning:  # in the summary, which shows even with --quiet
         lines.append(f"  warning  {warning}")
     if skipped:
@@ -248,9 +257,20 @@ def _write_report(cfg, run_dir, model, source, target):
         return None
 
 
+@dataclass
+class Partial:
+    """A target whose classes are some of the source's: `own` is the target as loaded (its
+    own class numbering), `indices` its classes' positions among the source's."""
+
+    own: object
+    indices: list
+
+
 def _check_classes(cfg, source, target):
-    """The target, with the source's class names when it has no labels of its own (an
-    adaptation target); a DataError when the two domains' classes differ."""
+    """(target to train with, Partial or None). The target takes the source's class names
+    when it has no labels of its own (an adaptation target), and the source's numbering when
+    its classes are some of the source's (partial transfer); a DataError when it has a class
+    the source lacks (open set) or, without a source section, nothing to check."""
     if not target.labelled:
         if cfg.adapt is None or source is None:
             raise DataError(f"target.dataset: {target.name!r} holds images without class sub-folders, so without "
@@ -258,17 +278,27 @@ def _check_classes(cfg, source, target):
                             "section); to fine-tune, put the images in one sub-folder per class")
         log.info("target %s: %d images without labels; the source's %d classes", target.name,
                  sum(len(s) for s in target.splits.values()), source.num_classes)
-        return dataclasses.replace(target, class_names=list(source.class_names))
-    if source is not None and source.class_names != target.class_names:
-        s, t = source.class_names, target.class_names
+        return dataclasses.replace(target, class_names=list(source.class_names)), None
+    if source is None or source.class_names == target.class_names:
+        return target, None
+    s, t = source.class_names, target.class_names
+    unknown = [c for c in t if c not in s]
+    if unknown:
         raise DataError(
-            f"source and target classes differ: source.dataset {source.name!r} has "
-            f"{s[:12]}{'...' if len(s) > 12 else ''}, target.dataset {target.name!r} has "
-            f"{t[:12]}{'...' if len(t) > 12 else ''}; transfer needs the same class names "
-            f"(only in source: {sorted(set(s) - set(t))[:10]}, only in target: "
-            f"{sorted(set(t) - set(s))[:10]})"
-        )
-    return target
+            f"target.dataset {target.name!r} has classes the source lacks: {unknown[:10]}"
+            f"{'...' if len(unknown) > 10 else ''} (source.dataset {source.name!r} has {s[:12]}"
+            f"{'...' if len(s) > 12 else ''}). Transfer maps the target's classes onto the source's by name, "
+            "and an open-set target (classes unknown to the source) is not supported: rename the target's "
+            "class folders to the source's names, or keep only shared ones with target.classes")
+    indices = [s.index(c) for c in t]
+    lacking = [c for c in s if c not in t]
+    if lacking:
+        log.info("partial transfer: the target has %d of the source's %d classes (it lacks %s%s); %s",
+                 len(t), len(s), lacking[:10], "..." if len(lacking) > 10 else "",
+                 "the model is evaluated and saved with the target's classes" if cfg.model.partial_outputs == "target"
+                 else "the model keeps every source class (model.partial_outputs: source)")
+    splits = {name: split.relabel(np.asarray(indices)) for name, split in target.splits.items()}
+    return dataclasses.replace(target, class_names=list(s), splits=splits), Partial(target, indices)
 
 
 def evaluate_splits(model, domains: dict, size: int, batch_size: int, top_k: int) -> dict:

@@ -45,6 +45,9 @@ class StageContext:
     history: list  # one row per finished epoch, of every phase
     quiet: bool = False
     echo: Callable[[str], None] = print
+    # The source classes the target holds, when it holds only some (a partial transfer):
+    # what scores the target without its labels looks at. None: every class.
+    target_classes: Optional[list] = None
     done: set = field(default_factory=set)  # phases finished (a resumed run skips them)
 
     def __post_init__(self):

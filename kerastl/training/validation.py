@@ -20,10 +20,12 @@ LIMIT = 1000  # images per set: enough for the statistics, cheap enough for ever
 
 
 def validators_callback(classifier, source_val, target_heldout, target_test, *, batch: int, num_classes: int,
-                        seed: int = 0):
+                        seed: int = 0, target_classes=None):
     """A Keras callback adding `validator_<name>` for every validator (and
     `target_test_accuracy`) to each epoch's logs; `scores` keeps them per epoch.
 
+    With `target_classes` (the classes a partial target holds), the target's predictions
+    are read as the saved model will give them: those classes' probabilities, renormalized.
     Put it before any callback that reads those logs (the best-epoch one)."""
     import keras
 
@@ -45,12 +47,16 @@ def validators_callback(classifier, source_val, target_heldout, target_test, *, 
         def on_epoch_end(self, epoch, logs=None):
             fs, ps, ys = outputs(sets["source"], classifier.features, classifier.head)
             ft, pt, _ = outputs(sets["target"], classifier.features, classifier.head)  # labels not read
+            pt = restricted(pt, target_classes)
             scores = score_all(source_probs=ps, source_labels=ys, source_features=fs,
                                target_probs=pt, target_features=ft, seed=seed)
             row = {"epoch": epoch + 1, **scores}
             if sets["test"] is not None:
                 _, p, y = outputs(sets["test"], classifier.features, classifier.head)
-                row["target_test_accuracy"] = float(np.mean(np.argmax(p, axis=1) == y))
+                predicted = np.argmax(restricted(p, target_classes), axis=1)
+                if target_classes is not None:
+                    predicted = np.asarray(target_classes)[predicted]
+                row["target_test_accuracy"] = float(np.mean(predicted == y))
             self.scores.append(row)
             if logs is not None:
                 logs.update({f"validator_{k}": v for k, v in scores.items()})
@@ -58,6 +64,14 @@ def validators_callback(classifier, source_val, target_heldout, target_test, *, 
                     logs["target_test_accuracy"] = row["target_test_accuracy"]
 
     return Validators()
+
+
+def restricted(probs: np.ndarray, classes) -> np.ndarray:
+    """`probs` with only the columns of `classes`, renormalized (all of them when None)."""
+    if classes is None:
+        return probs
+    kept = probs[:, classes]
+    return kept / np.maximum(kept.sum(axis=1, keepdims=True), 1e-12)
 
 
 def choices(rows: list[dict]) -> dict:

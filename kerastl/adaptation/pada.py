@@ -1,0 +1,68 @@
+"""PADA: DANN for a target that holds only some of the source's classes."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kerastl.adaptation.base import every_labelled, global_sum, weighted_mean
+from kerastl.adaptation.catalog import ADVERSARIAL, Param, declare
+from kerastl.adaptation.dann import DANN
+
+declare("pada", "PADA", "DANN with source classes weighted by how often the target is predicted in them, for a "
+        "target with only some of the source's classes (Cao et al. 2018)", **ADVERSARIAL,
+        class_weight_momentum=Param(0.99, "per-step moving average of the target's mean prediction that the "
+                                          "class weights are read from", 0.0, 0.9999))
+
+
+class PADA(DANN):
+    """Partial adversarial domain adaptation (Cao et al., ECCV 2018).
+
+    When the target holds only some of the source's classes, aligning the whole source with
+    the target pulls target images towards classes the target does not have. PADA weighs
+    each source class by the target's average predicted probability for it, normalized so
+    the largest weight is 1: classes the target lacks are rarely predicted there, so their
+    source images count little in both the classification loss and the domain
+    discriminator's loss. The average here is a moving average over training steps (the
+    paper recomputes it over the whole target now and then); the target's own images keep
+    weight 1, as in the paper and TLlib.
+    """
+
+    def build_extra(self):
+        super().build_extra()
+        # Every replica computes the same global-batch average, so the first one's update stands.
+        self.class_average = self.add_weight(
+            name="class_average", shape=(self.num_classes,), initializer="ones", trainable=False,
+            aggregation="only_first_replica")
+
+    def class_weights(self):
+        average = tf.convert_to_tensor(self.class_average)
+        return average / tf.reduce_max(average)
+
+    def update_class_average(self, pt):
+        """The moving average of the target's mean prediction, over the global batch."""
+        n = global_sum(tf.cast(tf.shape(pt)[0], tf.float32))
+        mean = global_sum(tf.reduce_sum(tf.stop_gradient(tf.cast(pt, tf.float32)), axis=0)) / n
+        m = float(self.hp["class_weight_momentum"])
+        self.class_average.assign(m * self.class_average + (1.0 - m) * mean)
+
+    def weights_of(self, y):
+        """Each labelled image's weight: its class's."""
+        return tf.gather(self.class_weights(), tf.argmax(y, axis=1))
+
+    def classification_loss(self, batch):
+        self.update_class_average(batch.pt)
+        y, p = every_labelled(batch.ys, batch.ps, batch.yl, batch.pl)
+        ce = keras.losses.categorical_crossentropy(y, p, label_smoothing=self.label_smoothing)
+        return weighted_mean(ce, self.weights_of(y))
+
+    def sample_weights(self, batch, p, n_source):
+        ws = self.weights_of(batch.ys)
+        wt = tf.ones([tf.shape(p)[0] - n_source])
+        # Each domain's examples sum to 1 over the global batch: the source's weights only
+        # change which source images count, not how much the source counts against the target.
+        return tf.concat([ws / global_sum(tf.reduce_sum(ws)), wt / global_sum(tf.reduce_sum(wt))], axis=0)
+
+    def adaptation_loss(self, batch):
+        loss, logs = super().adaptation_loss(batch)
+        return loss, {**logs, "class_weight_min": tf.reduce_min(self.class_weights())}
