@@ -328,3 +328,36 @@ def test_mcd_discrepancy_is_the_mean_absolute_difference_of_the_two_heads_on_the
     logs = model.update(xs, ys, xt, yt)
     assert float(logs["discrepancy"]) == pytest.approx(expected, rel=1e-4)  # what step B maximises
     assert float(logs["adapt_loss"]) == pytest.approx(2.0 * expected, rel=1e-4)  # what step C minimises
+
+
+# --- PADA: source classes weighted by the target's predictions -------------------------------
+
+
+def test_pada_weighs_each_source_class_by_the_targets_mean_prediction_in_both_losses():
+    model = _model("pada", dropout=0.0, hidden=32, class_weight_momentum=0.0)  # the batch's mean only
+    rng = np.random.default_rng(1)
+    model.discriminator.set_weights([rng.normal(0.0, 0.4, w.shape) for w in model.discriminator.get_weights()])
+    fs, ft, ps, _ = _inputs(model)
+    # The target is hardly ever predicted in class 2: a class it lacks.
+    pt = np.tile(np.array([[0.6, 0.38, 0.02], [0.3, 0.68, 0.02]], "float32"), (N // 2, 1))
+    batch = _batch(fs, ft, ps, pt)
+    weights = pt.mean(axis=0) / pt.mean(axis=0).max()
+    ys = np.arange(N) % 3
+    ce = -np.log(ps[np.arange(N), ys])
+    expected_cls = np.sum(weights[ys] * ce) / np.sum(weights[ys])
+    assert float(model.classification_loss(batch)) == pytest.approx(expected_cls, rel=1e-4)
+    assert abs(expected_cls - ce.mean()) > 30 * 1e-4 * ce.mean()  # the weights matter on this batch
+    per = _bce_source_vs_target(_mlp(model.discriminator, np.concatenate([fs, ft])), N)
+    ws = weights[ys] / weights[ys].sum()
+    loss, logs = model.adaptation_loss(batch)
+    assert float(loss) == pytest.approx(0.5 * (np.sum(ws * per[:N]) + per[N:].mean()), rel=1e-4)
+    assert float(logs["class_weight_min"]) == pytest.approx(weights.min(), rel=1e-4)
+
+
+def test_pada_class_weights_are_a_moving_average_of_the_target_predictions():
+    model = _model("pada", class_weight_momentum=0.5)
+    fs, ft, ps, _ = _inputs(model)
+    pt = np.tile(np.array([[0.8, 0.1, 0.1]], "float32"), (N, 1))
+    model.classification_loss(_batch(fs, ft, ps, pt))  # from the initial all-ones average
+    np.testing.assert_allclose(model.class_average.numpy(), [0.9, 0.55, 0.55], rtol=1e-6)
+    np.testing.assert_allclose(model.class_weights().numpy(), [1.0, 0.55 / 0.9, 0.55 / 0.9], rtol=1e-6)

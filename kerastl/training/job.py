@@ -189,6 +189,10 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         f"  trained  {result.trained}",
         f"  time     {time.time() - started:.0f} s",
     ]
+    if partial is not None:
+        lacking = [c for c in target.class_names if c not in partial.own.class_names]
+        lines.append(f"  classes  partial transfer: the target has {len(partial.own.class_names)} of the source's "
+                     f"{target.num_classes} classes (it lacks {lacking[:10]}{'...' if len(lacking) > 10 else ''})")
     if resumed_epochs:
         lines.append(f"  resumed  after {resumed_epochs} finished epoch(s); {epochs_run} epoch(s) trained now")
     lines += result.lines
@@ -291,12 +295,9 @@ def _check_classes(cfg, source, target):
             "and an open-set target (classes unknown to the source) is not supported: rename the target's "
             "class folders to the source's names, or keep only shared ones with target.classes")
     indices = [s.index(c) for c in t]
-    lacking = [c for c in s if c not in t]
-    if lacking:
-        log.info("partial transfer: the target has %d of the source's %d classes (it lacks %s%s); %s",
-                 len(t), len(s), lacking[:10], "..." if len(lacking) > 10 else "",
-                 "the model is evaluated and saved with the target's classes" if cfg.model.partial_outputs == "target"
-                 else "the model keeps every source class (model.partial_outputs: source)")
+    log.info("partial transfer: the target has %d of the source's %d classes; %s", len(t), len(s),
+             "the model is evaluated and saved with the target's classes" if cfg.model.partial_outputs == "target"
+             else "the model keeps every source class (model.partial_outputs: source)")
     splits = {name: split.relabel(np.asarray(indices)) for name, split in target.splits.items()}
     return dataclasses.replace(target, class_names=list(s), splits=splits), Partial(target, indices)
 
