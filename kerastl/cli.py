@@ -61,7 +61,8 @@ def main(verbose):
     kerastl export saved_models/RUN     SavedModel for TF Serving
     kerastl convert saved_models/RUN --quantize int8   TFLite for phones
     kerastl lr-find my.yaml             the loss against the learning rate, a suggested rate
-  kerastl rank my.yaml -c RUN -c ResNet50   which starting point fits the target best
+    kerastl rank my.yaml -c RUN -c ResNet50   which starting point fits the target best
+    kerastl adapt RUN --target new_images/   adapt a run to new images, no source data
   kerastl backbones                   the backbones you can use
     """
     if verbose:
@@ -441,6 +442,41 @@ def rank(config, candidates, overrides, by, as_json):
     else:
         click.echo("")
         click.echo(format_table(ranked, by))
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--target", "dataset", required=True, metavar="DATASET",
+              help="The new images: a folder (with or without class sub-folders; labels only evaluate) or a "
+                   "built-in dataset name.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run directory to create (default: saved_models/<name>-shot-<timestamp>).")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Epochs over the target images, pseudo-labels recomputed before each.")
+@click.option("--beta", default=0.3, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the pseudo-label loss (SHOT's 0.3).")
+@click.option("--lr", default=0.005, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Learning rate (SGD, Nesterov momentum 0.9).")
+@click.option("--batch-size", type=click.IntRange(min=2), help="Default: the run's train.batch_size.")
+@click.option("--selection", default="im", show_default=True, type=click.Choice(["im", "entropy", "bnm", "last"]),
+              help="Label-free score on held-back target images that picks the epoch kept; epoch 0, the run "
+                   "as it was, is a candidate.")
+@click.option("--seed", type=int, help="Default: the run's seed.")
+@click.option("--quiet", is_flag=True, help="No per-epoch lines; the final summary is still printed.")
+@_user_errors
+@_tensorflow_quietly
+def adapt(run, dataset, out, epochs, beta, lr, batch_size, selection, seed, quiet):
+    """Adapt finished RUN to unlabelled images without its source data (SHOT).
+
+    The run's head stays fixed; its features learn to give the new images confident,
+    diverse predictions that agree with clusters in feature space. Writes a new run
+    directory (model.keras, metrics.json with the run it started from and the label-free
+    scores of every epoch, history.csv) that evaluate, predict, export and convert take.
+    """
+    from kerastl.training.source_free import adapt_run
+
+    adapt_run(run, dataset, out=out, epochs=epochs, beta=beta, lr=lr, batch_size=batch_size, selection=selection,
+              seed=seed, quiet=quiet, echo=click.echo)
 
 
 @main.command()
