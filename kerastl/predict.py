@@ -25,7 +25,7 @@ def evaluate_run(run_path: str, data: str | None = None, split: str = "test", to
             target dataset.
         split: train, val or test.
     """
-    from kerastl.data.domain import load_domain
+    from kerastl.data.domain import load_domain, onto_classes
     from kerastl.data.pipeline import build_dataset
     from kerastl.evaluation.metrics import full_report
     from kerastl.models.inference import predict_split
@@ -35,17 +35,13 @@ def evaluate_run(run_path: str, data: str | None = None, split: str = "test", to
     labels = runs.read_labels(run)
     data_cfg = cfg.target
     if data:
-        data_cfg = dataclasses.replace(data_cfg, dataset=data, labels_per_class=None)
+        data_cfg = dataclasses.replace(data_cfg, dataset=data, labels_per_class=None, classes=None)
     domain = load_domain(data_cfg, cfg.data_seed, "--data" if data else "target")
     if not domain.labelled:
         raise DataError(f"{'--data ' if data else 'the run target '}{domain.name}: its images have no labels "
                         "(no class sub-folders), so there is nothing to score; give --data a folder with one "
                         "sub-folder per class (kerastl predict shows the model's labels for unlabelled images)")
-    if domain.class_names != labels:
-        raise DataError(
-            f"--data {domain.name}: its classes {domain.class_names[:10]} differ from the "
-            f"run's labels.txt {labels[:10]}"
-        )
+    domain = onto_classes(domain, labels, "--data" if data else "the run's target")
     if split not in domain.splits:
         raise DataError(f"--split {split}: {domain.name} has no such split (has: {', '.join(domain.splits)})")
     model = runs.load_model(run)

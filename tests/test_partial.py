@@ -82,3 +82,15 @@ def test_a_target_class_the_source_lacks_is_refused_with_both_class_lists(tmp_pa
     assert result.exit_code == 2
     assert "has classes the source lacks: ['ten']" in result.output and "target.classes" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_evaluate_scores_a_run_on_data_with_some_of_its_classes(trained_run, tmp_path):
+    data = make_image_folder(tmp_path / "two", classes=("3", "7"), per_class=10)
+    result = CliRunner().invoke(main, ["evaluate", str(trained_run.run_dir), "--data", str(data), "--split", "train",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (10, 10)  # the run's classes
+    rows = cm.sum(axis=1)
+    assert rows[3] > 0 and rows[7] > 0 and rows.sum() == rows[3] + rows[7]  # matched by name

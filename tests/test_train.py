@@ -181,7 +181,7 @@ def test_cli_evaluate_prints_and_writes_the_full_report(trained_run):
 def test_cli_evaluate_on_other_data_with_other_classes_is_an_error(trained_run, tmp_path):
     data = make_image_folder(tmp_path / "colours", classes=("red", "blue"))
     result = CliRunner().invoke(main, ["evaluate", str(trained_run.run_dir), "--data", str(data)])
-    assert result.exit_code == 2 and "differ from the run's labels.txt" in result.output
+    assert result.exit_code == 2 and "classes ['blue', 'red'] are not among the run's classes" in result.output
 
 
 def test_cli_predict_table_and_json(trained_run, tmp_path):

@@ -79,3 +79,17 @@ def keep_classes(class_names: list, splits: dict, keep: list, key: str, name: st
     mapping[[class_names.index(c) for c in keep]] = np.arange(len(keep))
     kept = {split: s.relabel(mapping) for split, s in splits.items()}
     return list(keep), {split: s for split, s in kept.items() if len(s)}
+
+
+def onto_classes(domain: DomainData, class_names: list, what: str) -> DomainData:
+    """Labelled `domain` numbered by `class_names` (a model's outputs), its classes matched by
+    name; some of them may be missing. A DataError naming `what` when it has a class they lack."""
+    if domain.class_names == class_names:
+        return domain
+    unknown = [c for c in domain.class_names if c not in class_names]
+    if unknown:
+        raise DataError(f"{what} {domain.name}: classes {unknown[:10]} are not among the run's classes "
+                        f"{class_names[:12]}{'...' if len(class_names) > 12 else ''} (labels.txt)")
+    mapping = np.asarray([class_names.index(c) for c in domain.class_names])
+    splits = {name: split.relabel(mapping) for name, split in domain.splits.items()}
+    return DomainData(name=domain.name, class_names=list(class_names), splits=splits, skipped=domain.skipped)

@@ -49,20 +49,13 @@ def pseudo_labels(features: np.ndarray, probs: np.ndarray) -> np.ndarray:
 def _target(cfg, dataset: str, class_names: list[str]):
     """The target domain from `dataset` with the run's split fractions; a labelled one is
     renumbered to the run's classes (its labels only evaluate)."""
-    from kerastl.data.domain import load_domain
+    from kerastl.data.domain import load_domain, onto_classes
 
     section = dataclasses.replace(cfg.target, dataset=dataset, labels_per_class=None, classes=None, augment={})
     target = load_domain(section, cfg.data_seed, "target")
     if not target.labelled:
         return dataclasses.replace(target, class_names=list(class_names)), section
-    unknown = [c for c in target.class_names if c not in class_names]
-    if unknown:
-        raise DataError(f"--target {dataset}: classes {unknown[:10]} are not among the run's classes "
-                        f"{class_names[:12]}{'...' if len(class_names) > 12 else ''} (labels.txt); give a folder "
-                        "of images without class sub-folders, or sub-folders named as the run's classes")
-    mapping = np.asarray([class_names.index(c) for c in target.class_names])
-    splits = {name: split.relabel(mapping) for name, split in target.splits.items()}
-    return dataclasses.replace(target, class_names=list(class_names), splits=splits), section
+    return onto_classes(target, class_names, "--target"), section
 
 
 def adapt_run(run: str, dataset: str, *, out: str | None = None, epochs: int = 10, beta: float = 0.3,
