@@ -128,6 +128,11 @@ def main():
                     if (variant, labels, seed) not in done and not args.no_run:
                         rows.append(run(variant, seed, labels, Path(tmp)))
                         print(json.dumps(rows[-1]), flush=True)
+                        write(rows, args)  # after every run: an interrupted benchmark keeps what it measured
+    write(rows, args)
+
+
+def write(rows: list, args) -> None:
     rows = [r for r in rows if r["seed"] in args.seeds]
     write_results("label_efficiency", table(rows, args.variants, args.labels),
                   {"variants": args.variants, "labels": args.labels, "runs": rows})

@@ -74,6 +74,11 @@ def main():
                 row = {"method": method, "seed": seed, **adapted(trained(method, seed, workdir), args.epochs, args.extra)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                write(rows, args)  # after every run: an interrupted benchmark keeps what it measured
+
+
+def write(rows: list, args) -> None:
+    methods = [m for m in args.methods if any(r["method"] == m for r in rows)]
     lines = ["# Source-free adaptation of finished runs (kerastl adapt)", "",
              f"syndigits -> digits runs of configs/digits_<method>.yaml (9,000 steps), then `kerastl adapt RUN "
              f"--target digits --epochs {args.epochs}{' ' + ' '.join(args.extra) if args.extra else ''}` (SHOT; "
@@ -85,14 +90,13 @@ def main():
         lines.append(f"| {r['method']} | {r['seed']} | {r['as_trained']:.3f} | {r['adapted']:.3f} ({r['kept_epoch']}) | "
                      f"{(r['adapted'] - r['as_trained']) * 100:+.1f} | {r['best_epoch_accuracy']:.3f} | {r['seconds']:.0f} |")
     lines += ["", "| method | seeds | as trained, mean | adapted, mean | mean change | worst change |", "|---|---|---|---|---|---|"]
-    for method in args.methods:
+    for method in methods:
         mine = [r for r in rows if r["method"] == method]
         change = [r["adapted"] - r["as_trained"] for r in mine]
         lines.append(f"| {method} | {len(mine)} | {statistics.mean(r['as_trained'] for r in mine):.3f} | "
                      f"{statistics.mean(r['adapted'] for r in mine):.3f} | {statistics.mean(change) * 100:+.1f} | "
                      f"{min(change) * 100:+.1f} |")
     write_results(args.name, lines, {"settings": {"epochs": args.epochs, "extra": args.extra}, "runs": rows})
-
 
 if __name__ == "__main__":
     main()
