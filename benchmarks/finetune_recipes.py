@@ -2,8 +2,10 @@
 
 Runs configs/default.yaml (pretrain on syndigits, fine-tune on N labels per class of the
 handwritten digits) with a pinned recipe ("plain": 80 fine-tuning epochs, geometric
-augmentation) and with one recipe change at a time, for several seeds, and writes each variant's target test accuracy (per seed, mean, the difference to
-plain with the same seeds) and wall time to benchmarks/results/<name>.{json,md}.
+augmentation) and with one recipe change at a time, for several seeds, and writes each
+variant's target test accuracy (per seed, mean, the difference to plain with the same
+seeds) and wall time to benchmarks/results/<name>.{json,md}. Runs already in a merged
+file are not repeated.
 
     python benchmarks/finetune_recipes.py --seeds 0 1 2 3 4 [--variants plain ema mixup]
         [--labels 10] [--name finetune_recipes] [--merge finetune_recipes]
@@ -116,21 +118,26 @@ def main():
     parser.add_argument("--labels", type=int, nargs="+", default=[10], help="labels per class of the target")
     parser.add_argument("--name", default="finetune_recipes")
     parser.add_argument("--merge", nargs="*", default=[], help="earlier results files whose runs join these")
+    parser.add_argument("--no-run", action="store_true", help="tabulate the merged runs only")
     args = parser.parse_args()
     rows = []
     for name in args.merge:
         rows += json.loads((Path(__file__).parent / "results" / f"{name}.json").read_text())["runs"]
+    done = {(r["variant"], r["labels"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
         for labels in args.labels:
             for seed in args.seeds:
                 for variant in args.variants:
+                    if args.no_run or (variant, labels, seed) in done:
+                        continue
                     rows.append(run(variant, seed, labels, Path(tmp)))
                     print(json.dumps(rows[-1]), flush=True)
     summary = summarize(rows)
     lines = [
         "# Fine-tuning recipes on the default job",
         "",
-        f"configs/default.yaml with one change per variant; {machine()}. Target test accuracy; "
+        f"configs/default.yaml with a pinned recipe (plain: 80 fine-tuning epochs, geometric augmentation) "
+        f"and one change per variant; {machine()}. Target test accuracy; "
         "\"vs plain\" is the mean difference to plain fine-tuning over the same seeds (wins: seeds "
         "where the variant is higher); time is the whole `kerastl train` process, as a ratio of plain's.",
         "",
