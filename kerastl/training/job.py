@@ -177,7 +177,7 @@ def run_job(cfg: Config, run_dir: Path, *, resume: bool, quiet: bool, echo) -> R
         sync_batchnorm(classifier.model, False)  # the saved model runs anywhere, one device
         runs.atomic_save(run_dir / runs.MODEL, model.save)
         runs.write_json(run_dir / runs.METRICS, metrics)
-        report = _write_report(cfg, run_dir, model, source, shipped_target) if cfg.train.report else None
+        report = write_run_report(cfg, run_dir, model, source, shipped_target) if cfg.train.report else None
 
     epochs_run = epochs_in(history) - resumed_epochs
     lines = [
@@ -248,7 +248,7 @@ def epochs_in(history: list) -> int:
     return sum(last.values())
 
 
-def _write_report(cfg, run_dir, model, source, target):
+def write_run_report(cfg, run_dir, model, source, target):
     """RUN/report.html, or None with a warning when it cannot be made: the run itself is
     saved by then and stays as it is (`kerastl report RUN` can try again)."""
     from kerastl.evaluation.report import write_report

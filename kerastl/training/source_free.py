@@ -71,7 +71,7 @@ def adapt_run(run: str, dataset: str, *, out: str | None = None, epochs: int = 1
     from kerastl.models.factory import features_model
     from kerastl.models.inference import outputs
     from kerastl.training.distribute import configure_threads
-    from kerastl.training.job import RunResult, evaluate_splits, weights_digest
+    from kerastl.training.job import RunResult, write_run_report, evaluate_splits, weights_digest
 
     if selection not in (*SCORES, "last"):
         raise KerastlError(f"--selection {selection}: use one of {', '.join((*SCORES, 'last'))}")
@@ -165,6 +165,7 @@ def adapt_run(run: str, dataset: str, *, out: str | None = None, epochs: int = 1
     runs.atomic_save(run_dir / runs.MODEL, model.save)
     runs.write_history(run_dir, [{"stage": "adapt", "phase": "shot", **r} for r in history])
     runs.write_json(run_dir / runs.METRICS, metrics)
+    report = write_run_report(new_cfg, run_dir, model, None, target) if cfg.train.report else None
 
     lines = ["", f"kerastl run {run_dir}",
              f"  from     {parent} (source-free: no source image read)",
@@ -175,6 +176,8 @@ def adapt_run(run: str, dataset: str, *, out: str | None = None, epochs: int = 1
         lines.append(f"  target_test  accuracy {history[0]['target_test_accuracy']:.4f} as the run was -> "
                      f"{metrics['target_test']['accuracy']:.4f}  (labels only evaluate)")
     lines.append(f"  saved    {run_dir / runs.MODEL}, {runs.METRICS}, {runs.HISTORY}")
+    if report is not None:
+        lines.append(f"  report   {report}")
     echo("\n".join(lines))
     return RunResult(run_dir=run_dir, metrics=metrics, history=history, epochs_run=epochs)
 
