@@ -71,7 +71,7 @@ def adapt_run(run: str, dataset: str, *, out: str | None = None, epochs: int = 1
     from kerastl.models.factory import features_model
     from kerastl.models.inference import outputs
     from kerastl.training.distribute import configure_threads
-    from kerastl.training.job import RunResult, write_run_report, evaluate_splits, weights_digest
+    from kerastl.training.job import RunResult, evaluate_splits, weights_digest, write_run_report
 
     if selection not in (*SCORES, "last"):
         raise KerastlError(f"--selection {selection}: use one of {', '.join((*SCORES, 'last'))}")
