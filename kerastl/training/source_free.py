@@ -57,7 +57,7 @@ def _target(cfg, dataset: str, class_names: list[str]):
     return onto_classes(target, class_names, "--target"), section
 
 
-def adapt_run(run: str, dataset: str, *, out: str | None = None, epochs: int = 10, beta: float = 0.3,
+def adapt_run(run: str, dataset: str, *, out: str | None = None, epochs: int = 10, beta: float = 0.1,
               lr: float = 0.005, batch_size: int | None = None, selection: str = "im", seed: int | None = None,
               quiet: bool = False, echo=print):
     """Adapts run `run` to the images of `dataset` without source data; returns the new run
