@@ -76,6 +76,7 @@ def plot(rows: list, variants: list, labels: list, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     acc = cells(rows)
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
@@ -89,6 +90,7 @@ def plot(rows: list, variants: list, labels: list, path: Path) -> None:
                         color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xscale("log")
     ax.set_xticks(labels, [str(n) for n in labels])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("labelled target images per class")
     ax.set_ylabel("target test accuracy")
     ax.grid(alpha=0.3)
