@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def trained(method: str, seed: int, workdir: Path) -> Path:
 
 def adapted(run: Path, epochs: int, extra: list[str]) -> dict:
     out = run.parent / f"{run.name}-shot-{epochs}{'-' + '-'.join(extra).strip('-') if extra else ''}"
+    shutil.rmtree(out, ignore_errors=True)  # an earlier adaptation of the run: measured again
     start = time.time()
     subprocess.run([sys.executable, "-m", "kerastl", "adapt", str(run), "--target", "digits", "--quiet",
                     "--epochs", str(epochs), "--out", str(out), *extra],
