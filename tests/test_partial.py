@@ -94,3 +94,19 @@ def test_evaluate_scores_a_run_on_data_with_some_of_its_classes(trained_run, tmp
     assert cm.shape == (10, 10)  # the run's classes
     rows = cm.sum(axis=1)
     assert rows[3] > 0 and rows[7] > 0 and rows.sum() == rows[3] + rows[7]  # matched by name
+
+
+def test_the_same_classes_in_another_order_take_the_sources_order():
+    from kerastl.data.domain import keep_classes
+    from kerastl.training.job import _check_classes
+
+    cfg = config_from_dict(tiny_config())
+    target = load_domain(cfg.target, 0, "target")
+    order = [str(i) for i in (3, 1, 2, 0, 4, 5, 6, 7, 8, 9)]
+    names, splits = keep_classes(target.class_names, target.splits, order, "target.classes", "digits")
+    shuffled = type(target)(name="digits", class_names=names, splits=splits)
+    trained, partial = _check_classes(cfg, target, shuffled)
+    assert partial is None and trained.class_names == target.class_names
+    for split in ("val", "test"):  # every image is back under its own class's number
+        np.testing.assert_array_equal(trained.splits[split].labels, target.splits[split].labels)
+        np.testing.assert_array_equal(trained.splits[split].images, target.splits[split].images)

@@ -57,7 +57,6 @@ class Split:
         ds = self.dataset.enumerate().filter(lambda i, ex: keep_t[i]).map(lambda i, ex: ex)
         return Split(labels=self.labels[np.sort(index)], dataset=ds)
 
-
     def relabel(self, mapping: np.ndarray) -> "Split":
         """The examples whose class `mapping` keeps (mapping[label] >= 0), labelled
         mapping[label]."""

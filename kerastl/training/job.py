@@ -295,10 +295,12 @@ def _check_classes(cfg, source, target):
             "and an open-set target (classes unknown to the source) is not supported: rename the target's "
             "class folders to the source's names, or keep only shared ones with target.classes")
     indices = [s.index(c) for c in t]
+    splits = {name: split.relabel(np.asarray(indices)) for name, split in target.splits.items()}
+    if len(t) == len(s):  # the same classes in another order: the source's order it is
+        return dataclasses.replace(target, class_names=list(s), splits=splits), None
     log.info("partial transfer: the target has %d of the source's %d classes; %s", len(t), len(s),
              "the model is evaluated and saved with the target's classes" if cfg.model.partial_outputs == "target"
              else "the model keeps every source class (model.partial_outputs: source)")
-    splits = {name: split.relabel(np.asarray(indices)) for name, split in target.splits.items()}
     return dataclasses.replace(target, class_names=list(s), splits=splits), Partial(target, indices)
 
 
