@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from common import machine, write_results
+from common import PINNED_FINETUNE, machine, write_results
 
 
 def child(reuse: bool) -> dict:
@@ -37,7 +37,7 @@ def child(reuse: bool) -> dict:
 
         finetune._Compiled = NoReuse
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(load_config(None), out=tmp + "/run", quiet=True, echo=lambda s: None)
+        result = train(load_config(None, PINNED_FINETUNE), out=tmp + "/run", quiet=True, echo=lambda s: None)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"wall_s": time.perf_counter() - start, "cpu_s": usage.ru_utime + usage.ru_stime,
             "weights_sha256": result.metrics["distribute"]["weights_sha256"],
@@ -61,7 +61,7 @@ def main():
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall_s", "cpu_s")} for k, v in runs.items()}
     same = len({r["weights_sha256"] for v in runs.values() for r in v}) == 1
     lines = ["# Fine-tuning's reuse of the traced step (the default job)", "",
-             f"Whole `train` processes of configs/default.yaml, {args.rounds} rounds in alternating order; {machine()}.",
+             f"Whole `train` processes of configs/default.yaml (fine-tuning pinned to 80 epochs), {args.rounds} rounds in alternating order; {machine()}.",
              "`python benchmarks/compiled_reuse.py`.", "",
              "| reuse | wall s (median) | CPU s (median) | runs (wall s) |", "|---|---|---|---|"]
     for kind in ("on", "off"):

@@ -26,13 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import PINNED_FINETUNE, machine, write_results
 
 AUGMENT = "rotate: 0.03, zoom: 0.1, translate: 0.08"  # the default job's geometric target augmentation
-# The recipe every variant changes one thing of, pinned so that the tables do not move when
-# the default job does: 80 fine-tuning epochs, geometric augmentation only (the default job's
-# recipe before MixUp and the longer schedule joined it).
-BASE = ["train.finetune.epochs=80", f"target.augment={{{AUGMENT}}}"]
+# The recipe every variant changes one thing of (common.PINNED_FINETUNE), pinned so that the
+# tables do not move when the default job does.
+BASE = PINNED_FINETUNE
 
 VARIANTS = {
     "plain": [],

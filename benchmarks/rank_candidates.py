@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import PINNED_FINETUNE, machine, write_results
 
 SMALL = ["model.backbone=MobileNetV3Small", "model.backbone_args={alpha: 0.75, minimalistic: true}"]
 V2 = ["model.backbone=MobileNetV2", "model.backbone_args={alpha: 0.35}"]
@@ -74,7 +74,7 @@ def main():
                 starts[name] = "MobileNetV3Small:none"
                 continue
             out = tmp / f"pre-{name}"
-            seconds = kerastl(["train", "--quiet", "--out", str(out), *sets(backbone + pretrain),
+            seconds = kerastl(["train", "--quiet", "--out", str(out), *sets(PINNED_FINETUNE + backbone + pretrain),
                                "--set", "train.report=false", "--set", f"name={name}"])
             starts[name] = str(out)
             print(f"pretrained {name} in {seconds:.0f} s", flush=True)
@@ -89,7 +89,7 @@ def main():
             accs = []
             for seed in args.seeds:
                 out = tmp / f"ft-{name}-{seed}"
-                kerastl(["train", "--quiet", "--out", str(out), *sets(backbone), "--set", "source=null",
+                kerastl(["train", "--quiet", "--out", str(out), *sets(PINNED_FINETUNE + backbone), "--set", "source=null",
                          "--set", f"model.weights={weights}", "--set", f"seed={seed}", "--set", "train.report=false"])
                 accs.append(json.loads((out / "metrics.json").read_text())["target_test"]["accuracy"])
             r = ranked[starts[name]]
