@@ -116,11 +116,13 @@ def main():
         (RESULTS / "label_efficiency.md").write_text("\n".join(table(rows, variants, labels)) + "\n")
         plot(rows, variants, labels, RESULTS / "label_efficiency.png")
         return
-    rows = []
+    rows, seen = [], set()
     for name in args.merge:
         for r in json.loads((RESULTS / f"{name}.json").read_text())["runs"]:
             r = dict(r, variant=ALIASES.get(r["variant"], r["variant"]))
-            if r["variant"] in args.variants and r["labels"] in args.labels:
+            key = (r["variant"], r["labels"], r["seed"])
+            if r["variant"] in args.variants and r["labels"] in args.labels and key not in seen:
+                seen.add(key)  # a run in two merged files counts once
                 rows.append(r)
     done = {(r["variant"], r["labels"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
