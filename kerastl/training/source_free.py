@@ -83,7 +83,7 @@ def adapt_run(run: str, dataset: str, *, out: str | None = None, epochs: int = 1
     keras.utils.set_random_seed(seed)
     started = time.time()
     target, section = _target(cfg, dataset, class_names)
-    pool = target.splits.get("pool", target.splits["train"])
+    pool = _unlabelled(target.splits.get("pool", target.splits["train"]))
     heldout = target.splits.get("val")
     if selection != "last" and (heldout is None or len(heldout) < 2):
         raise DataError(f"--selection {selection} scores held-back target images: {dataset!r} has "
@@ -135,7 +135,7 @@ def adapt_run(run: str, dataset: str, *, out: str | None = None, epochs: int = 1
         f, p, _ = outputs(ordered, features, head)
         labels = pseudo_labels(f, p)
         agreement = float(np.mean(labels == np.argmax(p, axis=1)))
-        train = build_dataset(dataclasses.replace(_unlabelled(pool), labels=labels), size, batch, n,
+        train = build_dataset(dataclasses.replace(pool, labels=labels), size, batch, n,
                               training=True, seed=seed + epoch, cache=True)
         losses = [float(step(x, y)) for x, y in train.take(steps)]
         row = scores({"epoch": epoch, "loss": float(np.mean(losses)), "pseudo_label_agreement": agreement})
@@ -195,8 +195,9 @@ def _head(model, features):
 
 
 def _unlabelled(split):
-    """`split` with its images only: labels are replaced, so a tf.data-held split (whose
-    labels travel with the images) is not supported here."""
+    """`split`, whose labels the pseudo-labels will replace; checked before the run directory
+    is made: a tf.data-held split (a tfds: target, labels travelling with the images) is
+    not supported here."""
     if split.dataset is not None:
         raise KerastlError("kerastl adapt reads image folders and built-in datasets; a tfds: target is not "
                            "supported yet")
