@@ -361,3 +361,24 @@ def test_pada_class_weights_are_a_moving_average_of_the_target_predictions():
     model.classification_loss(_batch(fs, ft, ps, pt))  # from the initial all-ones average
     np.testing.assert_allclose(model.class_average.numpy(), [0.9, 0.55, 0.55], rtol=1e-6)
     np.testing.assert_allclose(model.class_weights().numpy(), [1.0, 0.55 / 0.9, 0.55 / 0.9], rtol=1e-6)
+
+
+def test_pada_takes_exact_weights_when_the_run_knows_the_targets_classes():
+    model = _model("pada", dropout=0.0, hidden=32, target_classes=[0, 1])  # the target lacks class 2
+    fs, ft, ps, _ = _inputs(model)
+    pt = np.full((N, 3), 1.0 / 3.0, "float32")  # the predictions would give every class weight 1
+    batch = _batch(fs, ft, ps, pt)
+    ys = np.arange(N) % 3
+    ce = -np.log(ps[np.arange(N), ys])
+    assert float(model.classification_loss(batch)) == pytest.approx(ce[ys != 2].mean(), rel=1e-4)
+    per = _bce_source_vs_target(_mlp(model.discriminator, np.concatenate([fs, ft])), N)
+    loss, _ = model.adaptation_loss(batch)
+    assert float(loss) == pytest.approx(0.5 * (per[:N][ys != 2].mean() + per[N:].mean()), rel=1e-4)
+    # A batch with no source image of the target's classes counts nothing, and is not NaN.
+    only_absent = batch._replace(ys=tf.one_hot(np.full(N, 2), 3))
+    assert float(model.classification_loss(only_absent)) == 0.0
+    assert np.isfinite(float(model.adaptation_loss(only_absent)[0]))
+    estimated = _model("pada", target_classes=[0, 1], known_classes=False, class_weight_momentum=0.0)
+    estimated.classification_loss(batch)
+    np.testing.assert_allclose(estimated.class_weights().numpy(), [1.0, 1.0, 1.0], rtol=1e-6)
+

@@ -110,3 +110,16 @@ def test_the_same_classes_in_another_order_take_the_sources_order():
     for split in ("val", "test"):  # every image is back under its own class's number
         np.testing.assert_array_equal(trained.splits[split].labels, target.splits[split].labels)
         np.testing.assert_array_equal(trained.splits[split].images, target.splits[split].images)
+
+
+def test_pada_in_a_partial_run_weighs_the_classes_the_target_lacks_zero(trained_run, tmp_path):
+    from kerastl.training.job import train
+
+    cfg = tiny_config(target={"classes": ["0", "1", "2"], "labels_per_class": None},
+                      model={"weights": str(trained_run.run_dir)},
+                      adapt={"method": "pada", "epochs": 1, "steps_per_epoch": 3, "optimizer": "adam", "lr": 0.001,
+                             "params": {"hidden": 16}})
+    result = train(config_from_dict(cfg), out=str(tmp_path / "run"), quiet=True, echo=lambda s: None)
+    rows = [row for row in result.history if row["stage"] == "adapt"]
+    # The run's own class list, not an estimate from three steps' predictions (which starts at 1).
+    assert rows and all(row["class_weight_min"] == 0.0 for row in rows)

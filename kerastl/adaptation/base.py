@@ -42,7 +42,9 @@ def weighted_mean(values, weights):
     """This replica's estimate of the global-batch weighted mean of `values`: weights are
     normalised by their sum over every replica, so the replicas' estimates average to the
     one-device value."""
-    return replicas() * tf.reduce_sum(weights * values) / global_sum(tf.reduce_sum(weights))
+    # divide_no_nan: a batch whose weights are all 0 (PADA's exact weights, no image of the
+    # target's classes in it) contributes nothing instead of NaN.
+    return replicas() * tf.math.divide_no_nan(tf.reduce_sum(weights * values), global_sum(tf.reduce_sum(weights)))
 
 
 def split_rows(joint, parts):
@@ -106,6 +108,8 @@ class AdaptationModel(keras.Model):
         classifier: a `Classifier` handle from `models.factory`.
         weight: weight of the adaptation loss.
         total_steps: training steps in all, for schedules driven by `progress`.
+        target_classes: the source classes (indices) the target holds, when the run knows
+            it holds only some (partial transfer); partial methods use it.
         **hparams: the method's hyper-parameters (declared in catalog.py with their
             defaults and ranges; `kerastl methods` lists them).
     """
@@ -113,7 +117,7 @@ class AdaptationModel(keras.Model):
     recalibrates_bn = False  # AdaBN: BN statistics re-estimated on the target after training
 
     def __init__(self, classifier, weight: float = 1.0, total_steps: int = 1000, bn_protocol: str = "joint",
-                 weight_ramp: bool = False, label_smoothing: float = 0.0, **hparams):
+                 weight_ramp: bool = False, label_smoothing: float = 0.0, target_classes=None, **hparams):
         super().__init__()
         self.hp = spec_of(type(self)).validated(hparams)
         self.classifier = classifier.model
@@ -131,6 +135,9 @@ class AdaptationModel(keras.Model):
             raise ValueError(f"label_smoothing: {label_smoothing} is not in [0, 1)")
         self.label_smoothing = float(label_smoothing)
         self.total_steps = max(int(total_steps), 1)
+        # The source classes the target holds when the run knows it holds only some (a
+        # partial transfer matched by class name); None: every class, or not known.
+        self.target_classes = None if target_classes is None else [int(i) for i in target_classes]
         # Written inside the replicated step: every replica counts the same steps.
         self.steps_done = self.add_weight(name="steps_done", shape=(), dtype="int64", initializer="zeros",
                                           trainable=False, aggregation="only_first_replica")
@@ -325,7 +332,7 @@ def grl_lambda(progress, gamma: float = 10.0, max_lambda: float = 1.0):
 
 def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, weight: float = 1.0,
                  total_steps: int = 1000, bn_protocol: str = "joint", weight_ramp: bool = False,
-                 jit_compile=False, **hparams) -> AdaptationModel:
+                 jit_compile=False, target_classes=None, **hparams) -> AdaptationModel:
     """The method `name` around `classifier` (a `Classifier` handle), built, compiled with
     `optimizer` (and `backbone_optimizer` for the backbone's variables, if given) and with
     the optimizers built for every variable they train: ready for `fit` (and for
@@ -337,7 +344,7 @@ def build_method(name: str, classifier, optimizer, *, backbone_optimizer=None, w
     """
     cls = CATALOG.get(name).load()
     model = cls(classifier, weight=weight, total_steps=total_steps, bn_protocol=bn_protocol,
-                weight_ramp=weight_ramp, **hparams)
+                weight_ramp=weight_ramp, target_classes=target_classes, **hparams)
     model(np.zeros((1, classifier.input_size, classifier.input_size, 3), np.float32))
     model.compile(optimizer=optimizer, backbone_optimizer=backbone_optimizer, jit_compile=jit_compile)
     model.build_optimizers()

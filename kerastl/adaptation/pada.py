@@ -12,7 +12,10 @@ from kerastl.adaptation.dann import DANN
 declare("pada", "PADA", "DANN with source classes weighted by how often the target is predicted in them, for a "
         "target with only some of the source's classes (Cao et al. 2018)", **ADVERSARIAL,
         class_weight_momentum=Param(0.99, "per-step moving average of the target's mean prediction that the "
-                                          "class weights are read from", 0.0, 0.9999))
+                                          "class weights are read from", 0.0, 0.9999),
+        known_classes=Param(True, "when the run knows which source classes the target holds (its classes "
+                                  "matched by name), weigh those 1 and the others 0 instead of estimating "
+                                  "the weights"))
 
 
 class PADA(DANN):
@@ -26,6 +29,15 @@ class PADA(DANN):
     discriminator's loss. The average here is a moving average over training steps (the
     paper recomputes it over the whole target now and then); the target's own images keep
     weight 1, as in the paper and TLlib.
+
+    The estimate is only as good as the source model's predictions on the target: on the
+    digits a weak one predicted target images in classes the target lacks about as often as
+    in some it has, and the weights hardly separated them. When the run knows the target's
+    classes (a partial transfer whose classes were matched by name, `target_classes`), the
+    weights are exact instead (`known_classes`, on by default): 1 for the target's classes,
+    0 for the rest, so alignment and classification use the source images of the target's
+    classes only. A target without class names (a folder of unlabelled images) falls back
+    to the estimate.
     """
 
     def build_extra(self):
@@ -35,7 +47,13 @@ class PADA(DANN):
             name="class_average", shape=(self.num_classes,), initializer="ones", trainable=False,
             aggregation="only_first_replica")
 
+    @property
+    def exact_weights(self) -> bool:
+        return bool(self.hp["known_classes"]) and self.target_classes is not None
+
     def class_weights(self):
+        if self.exact_weights:
+            return tf.constant([1.0 if i in self.target_classes else 0.0 for i in range(self.num_classes)])
         average = tf.convert_to_tensor(self.class_average)
         return average / tf.reduce_max(average)
 
@@ -61,7 +79,8 @@ class PADA(DANN):
         wt = tf.ones([tf.shape(p)[0] - n_source])
         # Each domain's examples sum to 1 over the global batch: the source's weights only
         # change which source images count, not how much the source counts against the target.
-        return tf.concat([ws / global_sum(tf.reduce_sum(ws)), wt / global_sum(tf.reduce_sum(wt))], axis=0)
+        return tf.concat([tf.math.divide_no_nan(ws, global_sum(tf.reduce_sum(ws))),
+                          wt / global_sum(tf.reduce_sum(wt))], axis=0)
 
     def adaptation_loss(self, batch):
         loss, logs = super().adaptation_loss(batch)

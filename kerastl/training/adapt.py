@@ -64,7 +64,7 @@ def run(ctx: StageContext) -> StageResult:
     model = build_method(ac.method, classifier, optimizer(ac.lr),
                          backbone_optimizer=optimizer(ac.lr * ac.backbone_lr_mult) if ac.backbone_lr_mult != 1.0 else None,
                          weight=ac.weight, weight_ramp=ac.weight_ramp, label_smoothing=ac.label_smoothing,
-                         total_steps=total, bn_protocol=ac.bn_protocol,
+                         total_steps=total, bn_protocol=ac.bn_protocol, target_classes=ctx.target_classes,
                          jit_compile=cfg.train.jit_compile, **ac.params)
     for schedule in schedules:
         schedule.follow(model)
