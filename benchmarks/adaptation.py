@@ -58,8 +58,9 @@ TASKS = {
 # A method name may end in an add-on, a variant of the method's config measured as its own
 # row: "+ls", label smoothing 0.1 (as SHOT's source model); "+aug" and "+data", a source model that should generalise better:
 # stronger general source augmentation (DomainBed-like geometric jitter and contrast), four
-# times the rendered source images.
-ADD_ONS = {"+ls": ["adapt.label_smoothing=0.1"],
+# times the rendered source images; "+estimated", PADA's class weights estimated from the
+# target's predictions even when the run knows the target's classes.
+ADD_ONS = {"+ls": ["adapt.label_smoothing=0.1"], "+estimated": ["adapt.params.known_classes=false"],
            "+aug": ["source.augment={rotate: 0.08, zoom: 0.2, translate: 0.12, contrast: 0.4}"],
            "+data": ["source.num_examples=24000"]}
 
@@ -228,7 +229,7 @@ def main():
     parser.add_argument("--task", choices=sorted(TASKS), default="syndigits->digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=METHODS,
-                        help="methods to train (default: every one); a name ending in +ls, +aug or +data is the "
+                        help="methods to train (default: every one); a name ending in +ls, +aug, +data or +estimated is the "
                              "method's config with that variant (see ADD_ONS)")
     parser.add_argument("--runs", nargs="+", metavar="METHOD:SEED:DIR",
                         help="train nothing: tabulate finished run directories (e.g. runs made by hand with "

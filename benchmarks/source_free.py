@@ -9,7 +9,8 @@ labels know), to benchmarks/results/<name>.{md,json}.
     python benchmarks/source_free.py [--methods source_only dann] [--seeds 0 1 2]
         [--workdir DIR] [--epochs 10] [--beta B] [--lr LR] [--selection S] [--name source_free]
 
-With `--workdir`, finished runs there are reused (a run is trained once for several
+A method may carry an add-on of benchmarks/adaptation.py (`source_only+ls`: the source model
+trained with label smoothing, as SHOT's). With `--workdir`, finished runs there are reused (a run is trained once for several
 adaptation settings).
 """
 
@@ -26,16 +27,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine, write_results
+from adaptation import config_path, split_add_on
+from common import machine, write_results
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
 def trained(method: str, seed: int, workdir: Path) -> Path:
+    """The finished run of `method` (a name of benchmarks/adaptation.py: "source_only+ls" is
+    the source-only config with label smoothing) for `seed`, trained here if not there yet."""
     run = workdir / f"{method}-{seed}"
     if not (run / "metrics.json").exists():
-        subprocess.run([sys.executable, "-m", "kerastl", "train", str(ROOT / "configs" / f"digits_{method}.yaml"),
-                        "--quiet", "--out", str(run), "--set", f"seed={seed}", "--set", "train.report=false"],
+        overrides = [part for o in split_add_on(method)[1] for part in ("--set", o)]
+        subprocess.run([sys.executable, "-m", "kerastl", "train", str(config_path(method)), "--quiet", "--out",
+                        str(run), "--set", f"seed={seed}", "--set", "train.report=false", *overrides],
                        check=True, stdout=subprocess.DEVNULL, env=ENV)
     return run
 
