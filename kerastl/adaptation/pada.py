@@ -9,8 +9,9 @@ from kerastl.adaptation.base import every_labelled, global_sum, weighted_mean
 from kerastl.adaptation.catalog import ADVERSARIAL, Param, declare
 from kerastl.adaptation.dann import DANN
 
-declare("pada", "PADA", "DANN with source classes weighted by how often the target is predicted in them, for a "
-        "target with only some of the source's classes (Cao et al. 2018)", **ADVERSARIAL,
+declare("pada", "PADA", "DANN with the source's classes weighted, for a target with only some of them: by the "
+        "target's class list when the run knows it, else by how often the target is predicted in each "
+        "(Cao et al. 2018)", **ADVERSARIAL,
         class_weight_momentum=Param(0.99, "per-step moving average of the target's mean prediction that the "
                                           "class weights are read from", 0.0, 0.9999),
         known_classes=Param(True, "when the run knows which source classes the target holds (its classes "
