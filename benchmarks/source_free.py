@@ -8,6 +8,7 @@ labels know), to benchmarks/results/<name>.{md,json}.
 
     python benchmarks/source_free.py [--methods source_only dann] [--seeds 0 1 2]
         [--workdir DIR] [--epochs 10] [--beta B] [--lr LR] [--selection S] [--name source_free]
+        [--merge NAME ...]
 
 A method may carry an add-on of benchmarks/adaptation.py (`source_only+ls`: the source model
 trained with label smoothing, as SHOT's). With `--workdir`, finished runs there are reused (a run is trained once for several
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 from adaptation import config_path, split_add_on
-from common import machine, write_results
+from common import RESULTS, machine, write_results
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
@@ -69,22 +70,35 @@ def main():
     for option in ("--beta", "--lr", "--selection"):
         parser.add_argument(option, help=f"`kerastl adapt {option}` (default: its own)")
     parser.add_argument("--name", default="source_free")
+    parser.add_argument("--merge", nargs="*", default=[], metavar="NAME",
+                        help="results files of earlier runs of this script (same settings) whose runs are kept, "
+                             "not run again")
     args = parser.parse_args()
     args.extra = [part for option in ("beta", "lr", "selection") if getattr(args, option) is not None
                   for part in (f"--{option}", str(getattr(args, option)))]
     rows = []
+    for name in args.merge:
+        data = json.loads((RESULTS / f"{name}.json").read_text())
+        if data["settings"] != {"epochs": args.epochs, "extra": args.extra}:
+            sys.exit(f"--merge: {name} was adapted with {data['settings']}, not {args.epochs} epochs and {args.extra}")
+        rows += [r for r in data["runs"] if r["method"] in args.methods and r["seed"] in args.seeds]
+    done = {(r["method"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:
             for method in args.methods:
+                if (method, seed) in done:
+                    continue
                 row = {"method": method, "seed": seed, **adapted(trained(method, seed, workdir), args.epochs, args.extra)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 write(rows, args)  # after every run: an interrupted benchmark keeps what it measured
+    write(rows, args)
 
 
 def write(rows: list, args) -> None:
+    rows = sorted(rows, key=lambda r: (r["seed"], args.methods.index(r["method"])))
     methods = [m for m in args.methods if any(r["method"] == m for r in rows)]
     lines = ["# Source-free adaptation of finished runs (kerastl adapt)", "",
              f"syndigits -> digits runs of configs/digits_<method>.yaml (9,000 steps), then `kerastl adapt RUN "
