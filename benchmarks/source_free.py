@@ -104,7 +104,9 @@ def write(rows: list, args) -> None:
              f"syndigits -> digits runs of configs/digits_<method>.yaml (9,000 steps), then `kerastl adapt RUN "
              f"--target digits --epochs {args.epochs}{' ' + ' '.join(args.extra) if args.extra else ''}` (SHOT; "
              f"no source image read; the epoch kept by the label-free score, the run as trained a candidate); "
-             f"{machine()}. Target test accuracy.", "",
+             f"{machine()}. Target test accuracy.",
+             *[f"`{m}`: configs/digits_{split_add_on(m)[0]}.yaml with {', '.join(split_add_on(m)[1])}."
+               for m in methods if split_add_on(m)[1]], "",
              "| method | seed | as trained | adapted (kept epoch) | change | best epoch (labels) | seconds |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
