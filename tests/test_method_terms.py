@@ -381,4 +381,3 @@ def test_pada_takes_exact_weights_when_the_run_knows_the_targets_classes():
     estimated = _model("pada", target_classes=[0, 1], known_classes=False, class_weight_momentum=0.0)
     estimated.classification_loss(batch)
     np.testing.assert_allclose(estimated.class_weights().numpy(), [1.0, 1.0, 1.0], rtol=1e-6)
-

@@ -3,6 +3,7 @@ are some of the source's (a partial transfer) trains in the source's numbering a
 with its own classes; a target class the source lacks is refused by name."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -112,14 +113,18 @@ def test_the_same_classes_in_another_order_take_the_sources_order():
         np.testing.assert_array_equal(trained.splits[split].images, target.splits[split].images)
 
 
-def test_pada_in_a_partial_run_weighs_the_classes_the_target_lacks_zero(trained_run, tmp_path):
+@pytest.mark.parametrize("outputs", ["target", "source"])
+def test_pada_in_a_partial_run_weighs_the_classes_the_target_lacks_zero(outputs, trained_run, tmp_path, caplog):
     from kerastl.training.job import train
 
     cfg = tiny_config(target={"classes": ["0", "1", "2"], "labels_per_class": None},
-                      model={"weights": str(trained_run.run_dir)},
+                      model={"weights": str(trained_run.run_dir), "partial_outputs": outputs},
                       adapt={"method": "pada", "epochs": 1, "steps_per_epoch": 3, "optimizer": "adam", "lr": 0.001,
                              "params": {"hidden": 16}})
-    result = train(config_from_dict(cfg), out=str(tmp_path / "run"), quiet=True, echo=lambda s: None)
+    with caplog.at_level(logging.WARNING, logger="kerastl"):
+        result = train(config_from_dict(cfg), out=str(tmp_path / "run"), quiet=True, echo=lambda s: None)
     rows = [row for row in result.history if row["stage"] == "adapt"]
     # The run's own class list, not an estimate from three steps' predictions (which starts at 1).
     assert rows and all(row["class_weight_min"] == 0.0 for row in rows)
+    # Kept, the columns of the classes the target lacks are untrained: the user is told.
+    assert ("outputs for them (model.partial_outputs: source) are not trained" in caplog.text) == (outputs == "source")

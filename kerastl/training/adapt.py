@@ -68,6 +68,10 @@ def run(ctx: StageContext) -> StageResult:
                          jit_compile=cfg.train.jit_compile, **ac.params)
     for schedule in schedules:
         schedule.follow(model)
+    if getattr(model, "exact_weights", False) and cfg.model.partial_outputs == "source":
+        log.warning("adapt.method: pada weighs the classes the target lacks 0, so the saved model's outputs for "
+                    "them (model.partial_outputs: source) are not trained; set model.partial_outputs: target, or "
+                    "adapt.params.known_classes: false")
 
     # === Domain distance before ===
     src_eval = source.splits.get("test") or source.splits.get("val") or src_train
