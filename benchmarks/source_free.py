@@ -11,8 +11,9 @@ labels know), to benchmarks/results/<name>.{md,json}.
         [--merge NAME ...]
 
 A method may carry an add-on of benchmarks/adaptation.py (`source_only+ls`: the source model
-trained with label smoothing, as SHOT's). With `--workdir`, finished runs there are reused (a run is trained once for several
-adaptation settings).
+trained with label smoothing, as SHOT's). With `--workdir`, finished runs there are reused (a
+run is trained once for several adaptation settings); with `--merge`, the runs of earlier
+results files are kept and only the rest adapted.
 """
 
 from __future__ import annotations
