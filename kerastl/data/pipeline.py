@@ -220,19 +220,26 @@ def build_dataset(
     drop = bool(n >= batch_size)
     batches_per_epoch = n // batch_size if drop else -(-n // batch_size)
 
-    def epoch(e):
+    def epoch(e: int):
         # The same order streamed or cached: one shuffle of n elements with this seed.
         shuffled = ds.shuffle(n, seed=seed * 100003 + e, reshuffle_each_iteration=False)
         if streamed:
             shuffled = _decoded(shuffled, split, size)
         return shuffled.batch(batch_size, drop_remainder=drop)
 
-    # One shuffle per epoch, seeded by the epoch's number (a tensor seed draws what the same
-    # Python int draws), all of them reading the one cache above. A flat_map, not a chain of
-    # concatenated datasets: a chain costs each element time in proportion to its length,
-    # and a few labelled images over a long run are thousands of epochs (ten images for
-    # 9,000 steps: 9,000 epochs, 30 ms an element at a third of that length).
-    epochs_ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch)
+    # One dataset per epoch with its own Python-int seed, all of them reading the one cache
+    # above, concatenated as a balanced tree. Not a flat_map over epoch numbers: a tensor seed
+    # fails in shuffle when the global seed is 0 (tf.random.set_seed(0) makes TensorFlow's
+    # get_seed compare a graph tensor as a Python bool). Not a chain: a chain of concatenated
+    # datasets costs each element time in proportion to its length, and a few labelled images
+    # over a long run are thousands of one-batch epochs (31 ms a batch at 3,000, 0.1 ms as a tree).
+    def concatenated(first: int, end: int):
+        if end - first <= 1:
+            return epoch(first)
+        middle = (first + end) // 2
+        return concatenated(first, middle).concatenate(concatenated(middle, end))
+
+    epochs_ds = concatenated(initial_epoch, epochs)
     epochs_ds = as_float(epochs_ds)  # per batch: the shuffle buffer holds uint8 images
     if augmenter is not None:
         # Each batch's augmentation seed is (seed, epoch, batch index in the epoch):
