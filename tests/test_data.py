@@ -205,6 +205,26 @@ def test_training_order_depends_only_on_seed_and_epoch():
     assert full[:4] != full[4:8]  # epochs are shuffled differently
 
 
+def test_many_epochs_of_a_few_images_come_in_epoch_order():
+    # A few labelled images over a long run are one batch an epoch for thousands of epochs;
+    # the epochs are joined as a tree, which must keep them in order from any first epoch.
+    images, labels = load_sklearn_digits()
+    from kerastl.data.splits import Split
+
+    split = Split(labels=labels[:5], images=images[:5])
+
+    def batches(first, end):
+        return [x.numpy() for x, _ in build_dataset(split, 8, 16, 10, training=True, seed=3, epochs=end,
+                                                    initial_epoch=first)]
+
+    full = batches(2, 13)
+    assert len(full) == 11 and all(b.shape[0] == 5 for b in full)
+    np.testing.assert_array_equal(np.stack(full[5:]), np.stack(batches(7, 13)))
+    for e in (2, 12):
+        np.testing.assert_array_equal(full[e - 2], batches(e, e + 1)[0])
+    assert len({b.sum(axis=(1, 2, 3)).tobytes() for b in full}) > 1  # the epochs are shuffled differently
+
+
 def test_a_split_over_the_memory_budget_streams_in_the_cached_order(tmp_path, caplog):
     from types import SimpleNamespace
 
